@@ -1,0 +1,1 @@
+"""ISE-Trace: Intent -> Simulate -> Execute, as independent services over Kafka and gRPC."""

@@ -1,0 +1,132 @@
+"""The ``ise`` command: run a generation, run one service, manage the local stack, read stats.
+
+    ise run                 generate a small dataset end to end on the embedded stack
+    ise service NAME        run one service (intent | dedup | simulator | executor)
+    ise stack up|down|status
+    ise stats RUN_DIR       print the statistics of a written dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from services.common.errors import ISEError
+from services.common.logs import setup_logging
+from services.stack.procs import StackError
+
+SERVICES = ("intent", "dedup", "simulator", "executor")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ise",
+        description="ISE-Trace: synthesize execution-grounded, multi-turn OS-agent trajectories "
+        "(Intent -> Simulate -> Execute) over Kafka, Redis, Docker and gRPC.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Settings come from the environment: ISE_KAFKA_*, ISE_REDIS_*, ISE_LLM_<ROLE>_*, "
+        "ISE_INTENT_*, ISE_DEDUP_*, ISE_SIM_*, ISE_EXEC_* (see README.md).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="generate a dataset end to end on the embedded stack",
+        description="Start (or reuse) the embedded stack, run the four services, generate N intents, "
+        "simulate and execute them, and write the dataset to OUT/<run_id>/.",
+    )
+    run.add_argument("--intents", type=int, default=5, help="intents to generate (default 5)")
+    run.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same intents)")
+    run.add_argument(
+        "--llm", default="auto", choices=("auto", "openai", "scripted", "local"),
+        help="auto: your endpoint if OPENAI_BASE_URL or ISE_LLM_<ROLE>_BASE_URL is set, else the small "
+        "local model; scripted: deterministic replies for pipeline checks",
+    )
+    run.add_argument("--scenario", default="default", help="script scenario for --llm scripted")
+    run.add_argument("--out", type=Path, default=Path("out"), help="dataset root (default ./out)")
+    run.add_argument("--max-turns", type=int, default=None, help="user turns per episode (ISE_SIM_MAX_TURNS)")
+    run.add_argument("--timeout", type=float, default=1800, help="seconds before the run is abandoned")
+    run.add_argument("--run-id", default=None, help="run id (default: a new one)")
+
+    service = sub.add_parser("service", help="run one service in the foreground",
+                             description="Run one service until SIGTERM/SIGINT (the intent job exits when done).")
+    service.add_argument("name", choices=SERVICES)
+
+    stack = sub.add_parser("stack", help="manage the embedded Kafka, Redis, Docker and workspace image")
+    stack.add_argument("action", choices=("up", "down", "status"))
+    stack.add_argument("--no-image", action="store_true", help="with up: skip the workspace image")
+
+    stats = sub.add_parser("stats", help="print (and save) the statistics of a run's dataset")
+    stats.add_argument("run_dir", type=Path)
+    return parser
+
+
+def _service(name: str) -> int:
+    from services.common.runner import run
+
+    setup_logging(name)
+    if name == "intent":
+        import asyncio
+
+        from services.intent.app import run_job
+
+        run_id = os.environ.get("ISE_RUN_ID")
+        if not run_id:
+            raise ISEError("the intent job needs ISE_RUN_ID (the run its intents belong to)")
+        asyncio.run(run_job(run_id))
+        return 0
+    module = {
+        "dedup": "services.dedup.app",
+        "simulator": "services.simulator.app",
+        "executor": "services.executor.app",
+    }[name]
+    import importlib
+
+    run(importlib.import_module(module).create_app())
+    return 0
+
+
+def _stack(action: str, no_image: bool) -> int:
+    from services.stack import stack
+
+    setup_logging("stack")
+    if action == "up":
+        endpoints = stack.up(with_image=not no_image)
+        for key, value in endpoints.env().items():
+            print(f"{key}={value}")
+    elif action == "down":
+        print("stopped:", ", ".join(stack.down()) or "nothing")
+    else:
+        for name, state, address in stack.status():
+            print(f"{name:8} {state:14} {address}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from services.cli.run_cmd import run_command
+
+            return run_command(args)
+        if args.command == "service":
+            return _service(args.name)
+        if args.command == "stack":
+            return _stack(args.action, args.no_image)
+        from services.dedup.stats import write_stats
+
+        path = write_stats(args.run_dir)
+        print(json.dumps(json.loads(path.read_text()), indent=2))
+        return 0
+    except (ISEError, StackError) as exc:
+        print(f"ise: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

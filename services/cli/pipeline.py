@@ -1,0 +1,147 @@
+"""A local pipeline run: start the long-running services as processes, run the intent job, wait
+until every accepted intent has a final verdict, stop the services, write statistics.
+
+Used by ``ise run`` and by the end-to-end test, so both exercise the same processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from services.common.settings import RedisSettings
+from services.common.state import RunProgress, StateStore
+from services.dedup.stats import write_stats
+from services.intent.settings import IntentSettings
+from services.stack.procs import StackError, log_tail, spawn, stop
+
+log = logging.getLogger(__name__)
+
+LONG_RUNNING = ("dedup", "simulator", "executor")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    progress: dict[str, int | str]
+    stats_path: Path
+    seconds: float
+    logs: dict[str, Path] = field(default_factory=dict)
+
+
+def run_finished(p: dict[str, int | str]) -> bool:
+    """Every proposed intent decided, and every accepted one has its final verdict."""
+    get = lambda k: int(p.get(k, 0))  # noqa: E731
+    decided = get("accepted") + get("rejected") >= get("proposed")
+    return bool(get("intents_done")) and decided and get("episodes_final") >= get("accepted")
+
+
+class LocalPipeline:
+    """The three consuming services as child processes sharing one environment."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, replicas: dict[str, int] | None = None) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.replicas = {name: 1 for name in LONG_RUNNING} | (replicas or {})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for name in LONG_RUNNING:
+            for i in range(self.replicas[name]):
+                self.start_one(name, f"{name}-{i}")
+
+    def start_one(self, service: str, label: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "services.cli.main", "service", service]
+        proc = spawn(argv, log_path=self.log_dir / f"{label}.log", env={**self.env, **(extra_env or {})})
+        self.procs[label] = proc
+        return proc
+
+    def check_alive(self) -> None:
+        """Raise with its log tail if a service died (a finished job with exit code 0 is fine)."""
+        for label, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and not (label.endswith("-job") and code == 0):
+                path = self.log_dir / f"{label}.log"
+                raise StackError(f"service {label} exited with code {proc.returncode}\n{log_tail(path, 30)}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop(proc.pid, timeout_s=20)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.warning("process %s did not exit", proc.pid)
+        self.procs.clear()
+
+
+async def wait_for_run(
+    store: StateStore,
+    run_id: str,
+    pipeline: LocalPipeline,
+    timeout_s: float,
+    poll_s: float = 0.5,
+) -> dict[str, int | str]:
+    progress = RunProgress(store, run_id)
+    deadline = time.monotonic() + timeout_s
+    bar = tqdm(desc="episodes", unit="episode", disable=None)
+    try:
+        while True:
+            snap = await progress.snapshot()
+            bar.total = int(snap.get("accepted", 0)) or None
+            bar.n = int(snap.get("episodes_final", 0))
+            bar.refresh()
+            if run_finished(snap):
+                return snap
+            pipeline.check_alive()
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"run {run_id} not finished after {timeout_s:.0f}s; progress {snap}; logs in {pipeline.log_dir}"
+                )
+            await asyncio.sleep(poll_s)
+    finally:
+        bar.close()
+
+
+async def run_pipeline(
+    run_id: str, env: dict[str, str], out_dir: Path, intents: IntentSettings, timeout_s: float
+) -> RunResult:
+    """Run one generation end to end with the services in ``env`` (Kafka, Redis, LLM settings)."""
+    started = time.monotonic()
+    run_dir = out_dir / run_id
+    log_dir = run_dir / "logs"
+    env = {**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)}
+    pipeline = LocalPipeline(env, log_dir)
+    store = StateStore(RedisSettings(**_redis_overrides(env)))
+    pipeline.start()
+    try:
+        pipeline.start_one(
+            "intent",
+            "intent-job",
+            {
+                "ISE_RUN_ID": run_id,
+                "ISE_INTENT_COUNT": str(intents.count),
+                "ISE_INTENT_SEED": str(intents.seed),
+                "ISE_INTENT_CONCURRENCY": str(intents.concurrency),
+            },
+        )
+        snap = await wait_for_run(store, run_id, pipeline, timeout_s)
+    finally:
+        pipeline.stop()
+        await store.close()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stats = write_stats(run_dir, {"run_id": run_id, "progress": snap})
+    logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
+    return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
+
+
+def _redis_overrides(env: dict[str, str]) -> dict[str, str]:
+    fields = {"ISE_REDIS_URL": "url", "ISE_REDIS_KEY_PREFIX": "key_prefix"}
+    return {name: env[var] for var, name in fields.items() if var in env}

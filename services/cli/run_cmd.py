@@ -1,0 +1,56 @@
+"""``ise run``: the main job end to end on the embedded stack, with a one-screen summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+
+from services.cli.llm_setup import llm_plan
+from services.cli.pipeline import RunResult, run_pipeline
+from services.common.ids import new_run_id
+from services.common.logs import setup_logging
+from services.intent.settings import IntentSettings
+from services.stack import stack
+
+log = logging.getLogger("ise.run")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    setup_logging("run")
+    run_id = args.run_id or new_run_id()
+    out = args.out.resolve()
+    log.info("run %s: bringing up the embedded stack (first time: installs jars, builds the image)", run_id)
+    endpoints = stack.up()
+    with llm_plan(args.llm, scenario=args.scenario, log_dir=out / run_id / "logs") as plan:
+        log.info("LLM: %s - %s", plan.mode, plan.quality)
+        env = {**endpoints.env(), **plan.env}
+        if args.max_turns:
+            env["ISE_SIM_MAX_TURNS"] = str(args.max_turns)
+        intents = IntentSettings(count=args.intents, seed=args.seed)
+        result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout))
+    print(summary(result, plan.mode, plan.quality))
+    return 0
+
+
+def summary(result: RunResult, mode: str, quality: str) -> str:
+    p = result.progress
+    stats = json.loads(result.stats_path.read_text())
+    verdicts = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(p.items()) if k.startswith("verdict.")) or "none"
+    shards = sorted(result.run_dir.glob("trajectories-*.jsonl"))
+    lines = [
+        "",
+        f"ISE-Trace run {result.run_id} finished in {result.seconds:.0f}s",
+        f"  LLM          {mode}: {quality}",
+        f"  intents      {p.get('proposed', 0)} proposed, {p.get('accepted', 0)} accepted, "
+        f"{p.get('rejected', 0)} rejected as duplicates, {p.get('render_failed', 0)} failed to render",
+        f"  episodes     {p.get('episodes_final', 0)} finished ({verdicts}); "
+        f"{p.get('infra_retries', 0)} infrastructure retries",
+        f"  dataset      {stats['trajectories']} trajectories in {len(shards)} shard(s) under {result.run_dir}",
+        f"  per episode  {stats['user_turns_avg']} user turns, {stats['messages_avg']} messages, "
+        f"{stats['tool_calls_avg']} tool calls",
+        f"  statistics   {result.stats_path}",
+        f"  logs         {result.run_dir / 'logs'}",
+    ]
+    return "\n".join(lines)

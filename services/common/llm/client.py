@@ -1,0 +1,107 @@
+"""The one way services talk to an LLM: the ``openai`` client against any compatible endpoint.
+
+Errors are sorted for the bus: an endpoint that is down or overloaded is a TransientError
+(retried, then an infrastructure verdict); a request the endpoint refuses is an LLMRequestError.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from services.common.contracts.messages import ChatMessage, FunctionCall, ToolCall, Usage
+from services.common.errors import ConfigError, PermanentError, TransientError
+from services.common.settings import LLMSettings
+
+log = logging.getLogger(__name__)
+
+
+class LLMUnavailable(TransientError):
+    """The endpoint did not answer, timed out, or answered 429/5xx after the client's retries."""
+
+
+class LLMRequestError(PermanentError):
+    """The endpoint refused the request (400/404/422): retrying the same request will not help."""
+
+
+@dataclass
+class ChatResult:
+    message: ChatMessage
+    finish_reason: str
+    usage: Usage
+    model: str
+    raw_tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LLMClient:
+    """One role's endpoint (intent renderer, user simulator or agent)."""
+
+    def __init__(self, settings: LLMSettings, role: str) -> None:
+        if not settings.base_url:
+            raise ConfigError(
+                f"no LLM endpoint for role {role!r}: set ISE_LLM_{role.upper()}_BASE_URL or OPENAI_BASE_URL "
+                "(or use `ise run --llm scripted|local`)"
+            )
+        self.settings = settings
+        self.role = role
+        self.client = AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key or "not-needed",
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries,
+        )
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+        json_mode: bool = False,
+        max_tokens: int | None = None,
+    ) -> ChatResult:
+        kwargs: dict[str, Any] = {"model": self.settings.model, "messages": messages}
+        kwargs["max_tokens"] = max_tokens or self.settings.max_tokens
+        if self.settings.temperature is not None:
+            kwargs["temperature"] = self.settings.temperature
+        if tools:
+            kwargs["tools"] = tools
+            if tool_choice:
+                kwargs["tool_choice"] = tool_choice
+        if json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        try:
+            response = await self.client.chat.completions.create(**kwargs)
+        except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError) as exc:
+            raise LLMUnavailable(f"{self.role} LLM at {self.settings.base_url} unavailable: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise LLMRequestError(f"{self.role} LLM refused the request ({exc.status_code}): {exc.message}") from exc
+        return _to_result(response)
+
+
+def _to_result(response: Any) -> ChatResult:
+    choice = response.choices[0]
+    msg = choice.message
+    calls = [
+        ToolCall(id=c.id or f"call_{i}", function=FunctionCall(name=c.function.name, arguments=c.function.arguments or ""))
+        for i, c in enumerate(msg.tool_calls or [])
+    ]
+    usage = Usage(
+        prompt_tokens=getattr(response.usage, "prompt_tokens", 0) or 0,
+        completion_tokens=getattr(response.usage, "completion_tokens", 0) or 0,
+        llm_calls=1,
+    )
+    return ChatResult(
+        message=ChatMessage(role="assistant", content=msg.content, tool_calls=calls or None),
+        finish_reason=choice.finish_reason or "",
+        usage=usage,
+        model=response.model or "",
+    )

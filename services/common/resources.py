@@ -1,0 +1,19 @@
+"""Loading the data files that ship inside the packages (prompts, catalogs, scripts)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+
+@cache
+def load_text(package: str, path: str) -> str:
+    """The text of ``path`` inside ``package`` (e.g. ``("services.simulator", "prompts/user.md")``)."""
+    return resources.files(package).joinpath(path).read_text(encoding="utf-8")
+
+
+def load_yaml(package: str, path: str) -> Any:
+    return yaml.safe_load(load_text(package, path))

@@ -1,0 +1,81 @@
+"""The agent loop for one user message: call the LLM with the tools, run every call for real, repeat.
+
+It ends when the agent answers in plain text, or at the step limit, where one last call without
+tools asks for the answer. Tool calls run in a worker thread (Docker calls block).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from services.common.contracts.messages import ChatMessage, OutcomeDigest, ToolResultMeta, Usage
+from services.common.llm.client import LLMClient
+from services.executor.tools import Toolbox, tool_schemas
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_steps: int = 16
+    first_step_tool_choice: str = "auto"
+    tool_call_prefill: str = ""
+
+
+@dataclass
+class TurnOutput:
+    reply: str
+    messages: list[ChatMessage] = field(default_factory=list)
+    tool_results: list[ToolResultMeta] = field(default_factory=list)
+    digest: OutcomeDigest = field(default_factory=OutcomeDigest)
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+
+
+async def run_turn(
+    llm: LLMClient, toolbox: Toolbox, history: list[ChatMessage], user_message: str, config: LoopConfig
+) -> TurnOutput:
+    """Run the agent on ``user_message`` given the conversation so far (system prompt first)."""
+    tools = list(tool_schemas())
+    conversation = [*history, ChatMessage(role="user", content=user_message)]
+    out = TurnOutput(reply="")
+    for step in range(config.max_steps):
+        choice = config.first_step_tool_choice if step == 0 else "auto"
+        result = await llm.chat(_wire(conversation, config, choice), tools=tools, tool_choice=choice)
+        out.usage, out.model = out.usage + result.usage, result.model or llm.model
+        message = result.message
+        conversation.append(message)
+        out.messages.append(message)
+        if not message.tool_calls:
+            out.reply = message.content or ""
+            return out
+        for call in message.tool_calls:
+            outcome = await asyncio.to_thread(toolbox.run, call.id, call.function.name, call.function.arguments)
+            tool_message = ChatMessage(role="tool", tool_call_id=call.id, name=call.function.name, content=outcome.content)
+            conversation.append(tool_message)
+            out.messages.append(tool_message)
+            out.tool_results.append(outcome.meta)
+            _note(out.digest, outcome.meta, outcome.wrote)
+    final = await llm.chat(_wire(conversation, config, "none"), tools=tools, tool_choice="none")
+    out.usage = out.usage + final.usage
+    reply = ChatMessage(role="assistant", content=final.message.content or "")
+    out.messages.append(reply)
+    out.reply = reply.content or ""
+    return out
+
+
+def _wire(conversation: list[ChatMessage], config: LoopConfig, choice: str) -> list[dict[str, object]]:
+    """Messages as the endpoint wants them; a prefill nudges small models into a tool call."""
+    wire = [m.to_openai() for m in conversation]
+    if config.tool_call_prefill and choice == "required":
+        wire.append({"role": "assistant", "content": config.tool_call_prefill})
+    return wire
+
+
+def _note(digest: OutcomeDigest, meta: ToolResultMeta, wrote: str | None) -> None:
+    digest.tool_calls += 1
+    if meta.exit_code is not None:
+        digest.exit_codes.append(meta.exit_code)
+    if meta.error:
+        digest.tool_errors += 1
+    if wrote and wrote not in digest.files_written:
+        digest.files_written.append(wrote)

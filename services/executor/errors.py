@@ -1,0 +1,61 @@
+"""The executor's exception tree.
+
+::
+
+    ExecutorError                     root of everything the executor raises on purpose
+    ├── WorkspaceError                a workspace operation failed
+    │   ├── WorkspaceNotFound         no live workspace for that episode
+    │   ├── WorkspaceUnavailable      the sandbox infrastructure (Docker daemon, image) failed
+    │   ├── WorkspaceConflict         the episode's name is taken by another run or a foreign container
+    │   └── FileOpError               a file operation failed inside a live workspace
+    │                                 (missing file, is a directory, permission denied, ...)
+    └── ToolArgumentError             a tool call's arguments are invalid (bad path, bad timeout, ...)
+
+At the gRPC edge these map to NOT_FOUND, UNAVAILABLE, ALREADY_EXISTS, FAILED_PRECONDITION /
+NOT_FOUND (see ``FileOpError.missing``) and INVALID_ARGUMENT; inside the pipeline ``WorkspaceUnavailable``
+marks an episode as an infrastructure error (retried, never written as training data).
+"""
+
+from __future__ import annotations
+
+
+class ExecutorError(Exception):
+    """Root of the executor's exceptions."""
+
+
+class WorkspaceError(ExecutorError):
+    """A workspace operation failed."""
+
+
+class WorkspaceNotFound(WorkspaceError):
+    """There is no live workspace for the episode."""
+
+    def __init__(self, episode_id: str) -> None:
+        super().__init__(f"no workspace for episode {episode_id!r}")
+        self.episode_id = episode_id
+
+
+class WorkspaceUnavailable(WorkspaceError):
+    """The sandbox infrastructure failed (daemon unreachable, image missing, API error)."""
+
+
+class WorkspaceConflict(WorkspaceError):
+    """The episode's workspace name is taken by another run's workspace or a foreign container."""
+
+
+class FileOpError(WorkspaceError):
+    """A file operation failed inside a live workspace.
+
+    ``missing`` is True when the path (or one of its parents) does not exist, so callers can
+    tell "no such file" apart from "is a directory" / "permission denied".
+    """
+
+    def __init__(self, path: str, reason: str, *, missing: bool = False) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.missing = missing
+
+
+class ToolArgumentError(ExecutorError):
+    """A tool call (or API request) carried invalid arguments."""

@@ -1,0 +1,38 @@
+"""Executor settings (env prefix ``ISE_EXEC_``): workspace image and limits, loop bounds, gRPC."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.settings import DEFAULT_WORKSPACES_PORT
+from services.executor.workspace.base import WorkspaceLimits
+
+
+class ExecutorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ISE_EXEC_", extra="forbid")
+
+    image: str = Field("ise-workspace:latest", description="Workspace image (built by `ise stack up`).")
+    container_prefix: str = Field("ise-ws", description="Workspace containers are named <prefix>-<episode>.")
+    memory_mb: int = Field(512, ge=32)
+    pids: int = Field(256, ge=16)
+    cpus: float = Field(1.0, gt=0)
+    network: bool = Field(False, description="Give workspaces a network (off by default).")
+    output_cap_bytes: int = Field(64 * 1024, ge=1024, description="Per stream, per command.")
+    concurrency: int = Field(4, ge=1, description="Episodes (partitions) processed at once per replica.")
+    max_steps: int = Field(16, ge=1, description="LLM calls per user turn before a forced answer.")
+    command_timeout_s: float = Field(60.0, gt=0, description="Default per-command timeout.")
+    turn_timeout_s: float = Field(1800.0, gt=0, description="Wall time of one whole agent turn.")
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(DEFAULT_WORKSPACES_PORT, ge=0, description="0 picks a free port.")
+    grpc_enabled: bool = True
+    grpc_token: str = Field("", description="Bearer token external callers must send ('' = no auth).")
+
+    def limits(self) -> WorkspaceLimits:
+        return WorkspaceLimits(
+            memory_mb=self.memory_mb,
+            pids=self.pids,
+            cpus=self.cpus,
+            network=self.network,
+            output_cap_bytes=self.output_cap_bytes,
+        )

@@ -1,0 +1,1 @@
+"""Workspaces: one isolated OS environment per episode, behind a backend interface."""

@@ -1,0 +1,377 @@
+"""Docker workspaces: one long-lived container per episode, driven through the Docker SDK.
+
+A workspace is a container named ``{prefix}-{episode_id}`` labelled ``ise.managed=true``,
+``ise.episode``, ``ise.run`` and ``ise.prefix`` (so any replica finds it after a rebalance),
+running ``sleep infinity`` under Docker's init with memory/pids/CPU limits and no network
+unless the limits allow it.  Images are never pulled (there may be no registry).
+
+Commands run through the low-level exec API as ``timeout -k 2 <t> bash -lc <cmd>``: the
+in-container ``timeout`` kills the whole process group past the deadline; a host-side watchdog
+closes the stream if even that hangs.  Output is drained as it streams and only the first
+``output_cap_bytes`` of each stream are kept, so a 100 MB output never sits in memory.
+Files are read through ``head -c`` in an exec (binary-safe, follows symlinks) and written with
+``put_archive`` (binary-safe, no argument-size limits) after a small exec that checks the target
+and creates its parent folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import posixpath
+import re
+import shlex
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from services.executor.errors import (
+    ExecutorError,
+    FileOpError,
+    ToolArgumentError,
+    WorkspaceConflict,
+    WorkspaceNotFound,
+    WorkspaceUnavailable,
+)
+from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
+
+WORKSPACE_DIR = "/workspace"
+KILL_AFTER_S = 2.0  # SIGKILL this long after the SIGTERM that ends a timed-out command
+HOST_GRACE_S = 10.0  # the host watchdog fires this long after timeout + KILL_AFTER_S
+RACE_WAIT_S = 10.0  # how long a create that lost the name race waits for the winner's container
+FILE_OP_TIMEOUT_S = 60.0  # wall time for the helper commands behind read_file / write_file
+LABEL_MANAGED = "ise.managed"
+LABEL_EPISODE = "ise.episode"
+LABEL_RUN = "ise.run"
+LABEL_PREFIX = "ise.prefix"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TIMEOUT_EXIT_CODES = (124, 137)  # timeout(1): TERM worked / KILL was needed
+_EXIT_NOT_FOUND = 20
+_EXIT_IS_DIR = 21
+_ERR_CAP = 4096  # stderr kept from the file-operation helpers
+
+
+@dataclass
+class _RawRun:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    duration_ms: int
+    truncated: bool
+    timed_out: bool
+
+
+def resolve_path(path: str, base: str = WORKSPACE_DIR) -> str:
+    """An absolute, normalised path inside the container; relative paths start at ``base``."""
+    if not path or "\x00" in path:
+        raise ToolArgumentError(f"invalid path {path!r}")
+    resolved = posixpath.normpath(posixpath.join(base, path))
+    return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
+
+
+class DockerWorkspaceBackend(WorkspaceBackend):
+    """The real workspace backend: Docker containers from ``image`` with ``limits``."""
+
+    def __init__(
+        self,
+        image: str,
+        limits: WorkspaceLimits,
+        *,
+        name_prefix: str = "ise-ws",
+        client: docker.DockerClient | None = None,
+        host_grace_s: float = HOST_GRACE_S,
+    ) -> None:
+        if not _NAME_RE.match(name_prefix):
+            raise ToolArgumentError(f"invalid container name prefix {name_prefix!r}")
+        self.image = image
+        self.limits = limits
+        self.name_prefix = name_prefix
+        self.host_grace_s = host_grace_s
+        self._client = client
+        self._client_lock = threading.Lock()
+
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The Docker client, connected on first use (from the environment unless injected)."""
+        with self._client_lock:
+            if self._client is None:
+                with _infra("connect to the Docker daemon"):
+                    self._client = docker.from_env()
+            return self._client
+
+    def container_name(self, episode_id: str) -> str:
+        """The container name of an episode's workspace (validates the id)."""
+        if not isinstance(episode_id, str) or not _NAME_RE.match(episode_id):
+            raise ToolArgumentError(f"invalid episode id {episode_id!r}")
+        return f"{self.name_prefix}-{episode_id}"
+
+    def _info(self, attrs: dict[str, Any]) -> WorkspaceInfo:
+        labels = dict((attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {})
+        name = attrs.get("Name") or (attrs.get("Names") or [""])[0]
+        return WorkspaceInfo(
+            episode_id=labels.get(LABEL_EPISODE, ""),
+            run_id=labels.get(LABEL_RUN, ""),
+            workspace_id=attrs["Id"],
+            name=name.lstrip("/"),
+            image=(attrs.get("Config") or {}).get("Image") or attrs.get("Image", self.image),
+            image_digest=attrs.get("ImageID") or attrs.get("Image", ""),
+            labels=labels,
+        )
+
+    def _inspect(self, episode_id: str) -> dict[str, Any] | None:
+        name = self.container_name(episode_id)
+        with _infra("inspect workspace"):
+            try:
+                attrs: dict[str, Any] = self.client.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_EPISODE) != episode_id:
+            raise WorkspaceConflict(f"container {name} exists but is not this episode's workspace")
+        return attrs
+
+
+    def create(self, episode_id: str, run_id: str) -> WorkspaceInfo:
+        name = self.container_name(episode_id)
+        attrs = self._inspect(episode_id)
+        if attrs is None:
+            attrs = self._run_container(name, episode_id, run_id)
+        elif attrs["State"].get("Status") in ("removing", "dead"):
+            self.close(episode_id)
+            attrs = self._run_container(name, episode_id, run_id)
+        if not attrs["State"].get("Running"):
+            with _infra("start workspace"):
+                self.client.api.start(attrs["Id"])
+                attrs = self.client.api.inspect_container(attrs["Id"])
+        info = self._info(attrs)
+        if info.run_id != run_id:
+            raise WorkspaceConflict(f"workspace {name} belongs to run {info.run_id!r}, not {run_id!r}")
+        return info
+
+    def _run_container(self, name: str, episode_id: str, run_id: str) -> dict[str, Any]:
+        """Create (not start) the container; never pulls: there may be no registry."""
+        lim = self.limits
+        labels = {LABEL_MANAGED: "true", LABEL_EPISODE: episode_id, LABEL_RUN: run_id, LABEL_PREFIX: self.name_prefix}
+        with _infra("create workspace"):
+            try:
+                container = self.client.containers.create(
+                    self.image,
+                    command=["sleep", "infinity"],
+                    name=name,
+                    labels=labels,
+                    init=True,  # Docker's init reaps the orphans of killed commands
+                    working_dir=WORKSPACE_DIR,
+                    network_mode=None if lim.network else "none",
+                    mem_limit=f"{lim.memory_mb}m",
+                    memswap_limit=f"{lim.memory_mb}m",
+                    pids_limit=lim.pids,
+                    nano_cpus=int(lim.cpus * 1e9),
+                    security_opt=["no-new-privileges"],
+                )
+                return dict(container.attrs)
+            except docker.errors.ImageNotFound as exc:
+                raise WorkspaceUnavailable(f"workspace image {self.image!r} not found") from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: another replica created it first
+                    raise
+        # The daemon reserves the name before the racing container can be inspected: poll briefly.
+        deadline = time.monotonic() + RACE_WAIT_S
+        while (attrs := self._inspect(episode_id)) is None:
+            if time.monotonic() > deadline:
+                raise WorkspaceUnavailable(f"workspace {name} is being created elsewhere but never appeared")
+            time.sleep(0.05)
+        return attrs
+
+    def get(self, episode_id: str) -> WorkspaceInfo | None:
+        attrs = self._inspect(episode_id)
+        return None if attrs is None else self._info(attrs)
+
+    def close(self, episode_id: str) -> bool:
+        name = self.container_name(episode_id)
+        with _infra("remove workspace"):
+            try:
+                self.client.api.remove_container(name, force=True, v=True)
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # removal already in progress elsewhere
+                    return False
+                raise
+        return True
+
+    def list_workspaces(self, run_id: str | None = None) -> list[WorkspaceInfo]:
+        wanted = [f"{LABEL_MANAGED}=true", f"{LABEL_PREFIX}={self.name_prefix}"]
+        if run_id is not None:
+            wanted.append(f"{LABEL_RUN}={run_id}")
+        with _infra("list workspaces"):
+            rows = self.client.api.containers(all=True, filters={"label": wanted})
+        return sorted((self._info(row) for row in rows), key=lambda info: info.name)
+
+
+    def exec(self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float) -> ExecResult:
+        if "\x00" in command:
+            raise ToolArgumentError("the command contains a NUL byte")
+        cwd = resolve_path(workdir or WORKSPACE_DIR)
+        script = f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"
+        cap = self.limits.output_cap_bytes
+        raw = self._run(episode_id, ["bash", "-lc", script], timeout_s=timeout_s, cap=cap)
+        return ExecResult(
+            exit_code=raw.exit_code,
+            stdout=raw.stdout.decode("utf-8", errors="replace"),
+            stderr=raw.stderr.decode("utf-8", errors="replace"),
+            duration_ms=raw.duration_ms,
+            truncated=raw.truncated,
+            timed_out=raw.timed_out,
+        )
+
+    def _run(
+        self, episode_id: str, argv: list[str], *, timeout_s: float, cap: int, err_cap: int | None = None
+    ) -> _RawRun:
+        """Run ``argv`` under ``timeout``; keep the first ``cap`` (``err_cap``) bytes of stdout (stderr)."""
+        if not timeout_s or timeout_s <= 0:
+            raise ToolArgumentError(f"timeout_s must be > 0, got {timeout_s!r}")
+        name = self.container_name(episode_id)
+        full = ["timeout", "-k", f"{KILL_AFTER_S:.3f}", f"{max(timeout_s, 0.001):.3f}", *argv]  # 0 would mean never
+        api = self.client.api
+        with _infra("exec in workspace"):
+            exec_id = self._exec_create(episode_id, name, full)
+            started = time.monotonic()
+            stream = api.exec_start(exec_id, stream=True, demux=True)
+            fired = threading.Event()
+
+            def cut() -> None:  # last resort when even the in-container timeout hangs
+                fired.set()
+                stream.close()
+
+            watchdog = threading.Timer(timeout_s + KILL_AFTER_S + self.host_grace_s, cut)
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                out, err, truncated = _drain(stream, (cap, cap if err_cap is None else err_cap), fired)
+            finally:
+                watchdog.cancel()
+                with contextlib.suppress(Exception):
+                    stream.close()
+            duration_s = time.monotonic() - started
+            state = api.exec_inspect(exec_id)
+        exit_code = state.get("ExitCode")
+        host_killed = fired.is_set() or state.get("Running", False) or exit_code is None
+        timed_out = host_killed or (exit_code in _TIMEOUT_EXIT_CODES and duration_s >= timeout_s)
+        code = -1 if exit_code is None else int(exit_code)
+        return _RawRun(code, out, err, int(duration_s * 1000), truncated, timed_out)
+
+    def _exec_create(self, episode_id: str, name: str, argv: list[str]) -> str:
+        api = self.client.api
+        for attempt in range(2):
+            try:
+                return str(api.exec_create(name, argv, workdir="/")["Id"])
+            except docker.errors.NotFound as exc:
+                raise WorkspaceNotFound(episode_id) from exc
+            except docker.errors.APIError as exc:
+                # 409: the container exists but is stopped (e.g. the daemon restarted): start it.
+                if exc.status_code != 409 or attempt:
+                    raise
+                api.start(name)
+        raise AssertionError("unreachable")
+
+
+    def read_file(self, episode_id: str, path: str, *, max_bytes: int) -> tuple[bytes, bool]:
+        if max_bytes < 0:
+            raise ToolArgumentError(f"max_bytes must be >= 0, got {max_bytes}")
+        target = resolve_path(path)
+        q = shlex.quote(target)  # head follows symlinks and is binary-safe
+        script = (
+            f"if [ -d {q} ]; then echo 'is a directory' >&2; exit {_EXIT_IS_DIR}; fi\n"
+            f"if [ ! -e {q} ]; then echo 'no such file' >&2; exit {_EXIT_NOT_FOUND}; fi\n"
+            f"exec head -c {max_bytes + 1} -- {q}"
+        )
+        argv = ["bash", "-c", script]
+        raw = self._run(episode_id, argv, timeout_s=FILE_OP_TIMEOUT_S, cap=max_bytes + 1, err_cap=_ERR_CAP)
+        _raise_file_error(target, raw)
+        return raw.stdout[:max_bytes], len(raw.stdout) > max_bytes
+
+    def write_file(self, episode_id: str, path: str, data: bytes) -> int:
+        target = resolve_path(path)
+        parent, base = posixpath.split(target)
+        if not base:
+            raise FileOpError(target, "is a directory")
+        q, qp = shlex.quote(target), shlex.quote(parent)
+        # Check the target, create the parents, and report the mode of a file being replaced.
+        script = (
+            f"if [ -d {q} ]; then echo 'is a directory' >&2; exit {_EXIT_IS_DIR}; fi\n"
+            f"mkdir -p -- {qp} || exit 1\n"
+            f"if [ -e {q} ]; then stat -L -c %a -- {q}; fi"
+        )
+        raw = self._run(episode_id, ["bash", "-c", script], timeout_s=FILE_OP_TIMEOUT_S, cap=_ERR_CAP)
+        _raise_file_error(target, raw)
+        mode_text = raw.stdout.decode(errors="replace").strip()
+        mode = int(mode_text, 8) if re.fullmatch(r"[0-7]{3,4}", mode_text) else 0o644
+        member = tarfile.TarInfo(base)
+        member.size, member.mode, member.mtime = len(data), mode, int(time.time())
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.addfile(member, io.BytesIO(data))
+        with _infra("write file"):
+            try:
+                self.client.api.put_archive(self.container_name(episode_id), parent, buf.getvalue())
+            except docker.errors.NotFound as exc:
+                raise FileOpError(target, "parent folder vanished", missing=True) from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code is not None and exc.status_code < 500:
+                    raise FileOpError(target, str(exc.explanation or exc)) from exc
+                raise
+        return len(data)
+
+
+def _drain(
+    stream: Iterator[tuple[bytes | None, bytes | None]], caps: tuple[int, int], cut: threading.Event
+) -> tuple[bytes, bytes, bool]:
+    """Consume a demuxed exec stream, keeping at most ``caps`` bytes of stdout and of stderr.
+
+    A read error after the watchdog ``cut`` the stream ends the drain with what was kept.
+    """
+    kept: list[bytearray] = [bytearray(), bytearray()]
+    truncated = False
+    try:
+        for frame in stream:
+            for index, chunk in enumerate(frame):
+                if not chunk:
+                    continue
+                room = caps[index] - len(kept[index])
+                truncated = truncated or len(chunk) > room
+                if room > 0:
+                    kept[index] += chunk[:room]
+    except Exception:
+        if not cut.is_set():
+            raise
+    return bytes(kept[0]), bytes(kept[1]), truncated
+
+
+def _raise_file_error(target: str, raw: _RawRun) -> None:
+    if raw.exit_code == 0:
+        return
+    reason = raw.stderr.decode("utf-8", errors="replace").strip() or f"exit code {raw.exit_code}"
+    if raw.timed_out:
+        reason = f"timed out after {FILE_OP_TIMEOUT_S:g}s"
+    raise FileOpError(target, reason, missing=raw.exit_code == _EXIT_NOT_FOUND)
+
+
+@contextlib.contextmanager
+def _infra(action: str) -> Iterator[None]:
+    """Turn Docker / transport failures into ``WorkspaceUnavailable``; let our own errors through."""
+    try:
+        yield
+    except ExecutorError:
+        raise
+    except docker.errors.APIError as exc:
+        raise WorkspaceUnavailable(f"{action}: {exc.explanation or exc}") from exc
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise WorkspaceUnavailable(f"{action}: {exc}") from exc

@@ -1,0 +1,30 @@
+"""Intent job process: sample, render and publish ``count`` intents for a run, then exit.
+
+Unlike the other services it is a producer only: a run starts it once (``ise service intent``).
+"""
+
+from __future__ import annotations
+
+from services.common.bus import EventBus, ensure_topics
+from services.common.llm.client import LLMClient
+from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
+from services.common.state import RunProgress, StateStore
+from services.intent.catalog import load_catalog
+from services.intent.job import generate
+from services.intent.settings import IntentSettings
+
+
+async def run_job(run_id: str, settings: IntentSettings | None = None) -> dict[str, int]:
+    settings = settings or IntentSettings()
+    kafka = KafkaSettings()
+    catalog = load_catalog()
+    llm = LLMClient(LLMSettings.for_role("intent"), "intent")
+    await ensure_topics(kafka)
+    bus = EventBus(kafka, "intent")
+    store = StateStore(RedisSettings())
+    await bus.broker.start()
+    try:
+        return await generate(bus, RunProgress(store, run_id), llm, catalog, settings)
+    finally:
+        await bus.broker.stop()
+        await store.close()

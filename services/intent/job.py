@@ -1,0 +1,74 @@
+"""The intent job: sample ``count`` tuples, render each with the LLM, publish the proposals.
+
+Render failures are counted in the run's progress and logged, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tqdm import tqdm
+
+from services.common.bus import EventBus
+from services.common.contracts.events import IntentProposed
+from services.common.contracts.intent import Intent
+from services.common.ids import derive_seed, digest, event_id
+from services.common.llm.client import LLMClient
+from services.common.state import RunProgress
+from services.intent.catalog import Catalog
+from services.intent.renderer import RenderError, RenderLimits, render
+from services.intent.sampler import sample_tuple
+from services.intent.settings import IntentSettings
+
+log = logging.getLogger(__name__)
+
+
+async def generate(
+    bus: EventBus, progress: RunProgress, llm: LLMClient, catalog: Catalog, settings: IntentSettings
+) -> dict[str, int]:
+    limits = RenderLimits(settings.min_words, settings.max_words, settings.render_attempts)
+    gate = asyncio.Semaphore(settings.concurrency)
+    counts = {"proposed": 0, "render_failed": 0}
+    bar = tqdm(total=settings.count, desc="intents", unit="intent", disable=None)
+
+    async def one(index: int) -> None:
+        seed = derive_seed(settings.seed, index)
+        tup = sample_tuple(catalog, seed)
+        intent_id = "intent_" + digest(settings.seed, index, length=12)
+        async with gate:
+            try:
+                text, _usage, _attempts = await render(llm, tup, limits)
+            except RenderError as exc:
+                counts["render_failed"] += 1
+                await progress.count_once("render_failed", intent_id)
+                log.warning("intent %s not rendered: %s", intent_id, exc)
+                return
+        intent = Intent(
+            intent_id=intent_id,
+            text=text,
+            persona=tup.persona,
+            domains=list(tup.domains),
+            tasks=list(tup.tasks),
+            complexity=tup.complexity,  # type: ignore[arg-type]
+            seed=seed,
+            render_model=llm.model,
+        )
+        event = IntentProposed(
+            event_id=event_id("proposed", progress.run_id, intent_id),
+            run_id=progress.run_id,
+            producer=bus.producer_name,
+            intent=intent,
+        )
+        await bus.publish(event, bus.topics.intents_proposed, intent_id)
+        await progress.count_once("proposed", intent_id)
+        counts["proposed"] += 1
+        bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(settings.count)))
+    finally:
+        bar.close()
+    await progress.set("intents_done", 1)
+    log.info("intents: %d proposed, %d failed to render", counts["proposed"], counts["render_failed"])
+    return counts

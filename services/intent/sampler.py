@@ -1,0 +1,58 @@
+"""Seeded sampling of Persona x Domains x Tasks x Complexity tuples (same seed -> same tuple).
+
+Domains are drawn among those with usable tasks; tasks only from the drawn domains, at least
+one per domain, within the tier's bounds.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from services.common.contracts.intent import DomainRef, Persona, TaskRef
+from services.intent.catalog import Catalog, Tier
+
+
+@dataclass(frozen=True)
+class IntentTuple:
+    seed: int
+    persona: Persona
+    domains: tuple[DomainRef, ...]
+    tasks: tuple[TaskRef, ...]
+    complexity: str
+
+    def as_prompt_json(self) -> dict[str, object]:
+        return {
+            "persona": self.persona.model_dump(exclude={"id"}),
+            "domains": [{"name": d.name, "description": d.description} for d in self.domains],
+            "tasks": [{"name": t.name, "description": t.description, "domain": t.domain} for t in self.tasks],
+            "complexity": self.complexity,
+        }
+
+
+def _pick_tier(rng: random.Random, tiers: tuple[Tier, ...]) -> Tier:
+    return rng.choices(tiers, weights=[t.weight for t in tiers], k=1)[0]
+
+
+def sample_tuple(catalog: Catalog, seed: int) -> IntentTuple:
+    rng = random.Random(seed)
+    tier = _pick_tier(rng, catalog.tiers)
+    persona = rng.choice(catalog.personas)
+    eligible = [d for d in catalog.domains if catalog.usable_tasks(d.id)]
+    n_domains = min(rng.randint(*tier.domains), len(eligible))
+    domains = rng.sample(eligible, n_domains)
+    chosen: dict[str, TaskRef] = {}
+    for domain in domains:  # at least one task per drawn domain
+        pool = [t for t in catalog.usable_tasks(domain.id) if t.id not in chosen]
+        if pool:
+            task = rng.choice(pool)
+            chosen[task.id] = TaskRef(id=task.id, name=task.name, description=task.description, domain=domain.id)
+    rest = [(t, d) for d in domains for t in catalog.usable_tasks(d.id) if t.id not in chosen]
+    target = rng.randint(*tier.tasks)
+    rng.shuffle(rest)
+    for task, domain in rest:
+        if len(chosen) >= target:
+            break
+        if task.id not in chosen:
+            chosen[task.id] = TaskRef(id=task.id, name=task.name, description=task.description, domain=domain.id)
+    return IntentTuple(seed=seed, persona=persona, domains=tuple(domains), tasks=tuple(chosen.values()), complexity=tier.name)

@@ -1,0 +1,17 @@
+"""Intent service settings (env prefix ``ISE_INTENT_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IntentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ISE_INTENT_", extra="forbid")
+
+    count: int = Field(5, ge=1, description="Intents to generate.")
+    seed: int = Field(0, description="Base seed: the same seed samples the same tuples.")
+    concurrency: int = Field(4, ge=1, description="Renders in flight at once.")
+    render_attempts: int = Field(3, ge=1)
+    min_words: int = Field(12, ge=1)
+    max_words: int = Field(400, ge=10)

@@ -1,0 +1,32 @@
+"""Simulator process: consumes tasks and agent turns, publishes user turns and finished trajectories."""
+
+from __future__ import annotations
+
+from faststream import FastStream
+
+from services.common.bus import EventBus
+from services.common.contracts.events import AgentTurn, TaskReady
+from services.common.llm.client import LLMClient
+from services.common.runner import build_app
+from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
+from services.common.state import StateStore
+from services.simulator.service import SimulatorService
+from services.simulator.settings import SimulatorSettings
+from services.simulator.user_model import UserModel
+
+
+def create_app() -> FastStream:
+    settings = SimulatorSettings()
+    bus = EventBus(KafkaSettings(), "simulator")
+    store = StateStore(RedisSettings())
+    user = UserModel(LLMClient(LLMSettings.for_role("user"), "user"), parse_attempts=settings.parse_attempts)
+    service = SimulatorService(bus, store, user, settings)
+    bus.subscribe(bus.topics.tasks, TaskReady, service.on_task, purpose="tasks", max_workers=settings.concurrency)
+    bus.subscribe(
+        bus.topics.turns_agent, AgentTurn, service.on_agent_turn, purpose="turns", max_workers=settings.concurrency
+    )
+
+    async def stop() -> None:
+        await store.close()
+
+    return build_app(bus, on_shutdown=[stop])

@@ -1,0 +1,172 @@
+"""The simulator's handlers: a task starts an episode, each agent turn gets the user's next move.
+
+State advances only from turn k to k+1; anything else is a redelivery, answered from the
+saved outbox. Verdicts: success / failed (the user declared the goal done, or impossible),
+blocked (the user could not go on), max_turns, infrastructure_error (retried as a new attempt).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from services.common.bus import EventBus
+from services.common.contracts.envelope import Envelope
+from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
+from services.common.contracts.messages import Verdict
+from services.common.ids import episode_id as make_episode_id
+from services.common.ids import event_id
+from services.common.state import RunProgress, StateStore
+from services.simulator.episode import Exchange, OutboxItem, SimEpisode
+from services.simulator.settings import SimulatorSettings
+from services.simulator.user_model import UserDecision, UserModel, agent_view
+
+log = logging.getLogger(__name__)
+
+
+class SimulatorService:
+    def __init__(self, bus: EventBus, store: StateStore, user: UserModel, settings: SimulatorSettings) -> None:
+        self.bus = bus
+        self.store = store
+        self.user = user
+        self.settings = settings
+
+    def _key(self, episode_id: str) -> str:
+        return self.store.key("sim", episode_id)
+
+    async def on_task(self, task: TaskReady) -> None:
+        state = await self.store.get_model(self._key(task.episode_id), SimEpisode)
+        if state is not None:
+            await self._flush(state)  # redelivery: same outputs again
+            return
+        state = SimEpisode(
+            episode_id=task.episode_id,
+            run_id=task.run_id,
+            attempt=task.attempt,
+            seed=task.seed,
+            intent=task.intent,
+            started_at=datetime.now(UTC).isoformat(),
+        )
+        await RunProgress(self.store, task.run_id).count_once("episodes_started", task.episode_id)
+        decision = await self._decide(state)
+        self._advance(state, decision)
+        await self._save_and_flush(state)
+
+    async def on_agent_turn(self, turn: AgentTurn) -> None:
+        state = await self.store.get_model(self._key(turn.episode_id), SimEpisode)
+        if state is None:
+            log.warning("agent turn for unknown episode %s (turn %d): ignored", turn.episode_id, turn.turn)
+            return
+        if state.verdict is not None or turn.turn != state.turn:
+            if turn.turn == state.turn - 1 or (state.verdict is not None and turn.turn == state.turn):
+                await self._flush(state)
+            return
+        state.exchanges[-1].view = agent_view(turn.reply, turn.digest, turn.error)
+        state.record(turn)
+        if turn.status == "infrastructure_error":
+            self._finish(state, Verdict.INFRASTRUCTURE_ERROR, turn.error or "agent turn failed")
+        elif turn.turn + 1 >= self.settings.max_turns:
+            self._finish(state, Verdict.MAX_TURNS, f"reached {self.settings.max_turns} user turns")
+        else:
+            self._advance(state, await self._decide(state))
+        await self._save_and_flush(state)
+
+    async def _decide(self, state: SimEpisode) -> UserDecision:
+        exchanges = [(x.query, x.view) for x in state.exchanges]
+        decision, usage = await self.user.decide(state.intent, exchanges)
+        state.usage_user = state.usage_user + usage
+        state.models["user"] = self.user.llm.model
+        return decision
+
+    def _advance(self, state: SimEpisode, decision: UserDecision) -> None:
+        if decision.completed:
+            ok = decision.is_success is not False
+            self._finish(state, Verdict.SUCCESS if ok else Verdict.FAILED, decision.reason)
+        elif not decision.query.strip():
+            self._finish(state, Verdict.BLOCKED, decision.reason or "the user had no next message")
+        else:
+            turn = len(state.exchanges)
+            state.exchanges.append(Exchange(query=decision.query.strip()))
+            state.turn = turn
+            user_turn = UserTurn(
+                event_id=event_id("user", state.episode_id, turn),
+                run_id=state.run_id,
+                producer=self.bus.producer_name,
+                episode_id=state.episode_id,
+                turn=turn,
+                kind="message",
+                content=decision.query.strip(),
+            )
+            state.outbox = [self._item(self.bus.topics.turns_user, state.episode_id, user_turn)]
+
+    def _finish(self, state: SimEpisode, verdict: Verdict, reason: str) -> None:
+        state.verdict = verdict
+        retrying = verdict is Verdict.INFRASTRUCTURE_ERROR and state.attempt + 1 < self.settings.max_attempts
+        close = UserTurn(
+            event_id=event_id("close", state.episode_id),
+            run_id=state.run_id,
+            producer=self.bus.producer_name,
+            episode_id=state.episode_id,
+            turn=len(state.exchanges),
+            kind="close",
+            verdict=verdict,
+        )
+        finished = TrajectoryFinished(
+            event_id=event_id("finished", state.episode_id),
+            run_id=state.run_id,
+            producer=self.bus.producer_name,
+            episode_id=state.episode_id,
+            attempt=state.attempt,
+            intent=state.intent,
+            verdict=verdict,
+            reason=reason,
+            retrying=retrying,
+            messages=state.messages,
+            tools=state.tools,
+            tool_results=state.tool_results,
+            user_turns=sum(1 for m in state.messages if m.role == "user"),
+            usage_agent=state.usage_agent,
+            usage_user=state.usage_user,
+            models=state.models,
+            seed=state.seed,
+            workspace_image=state.workspace_image,
+            started_at=state.started_at,
+            duration_ms=_ms_since(state.started_at),
+        )
+        topics = self.bus.topics
+        state.outbox = [
+            self._item(topics.turns_user, state.episode_id, close),
+            self._item(topics.trajectories_finished, state.episode_id, finished),
+        ]
+        if retrying:
+            attempt = state.attempt + 1
+            new_episode = make_episode_id(state.run_id, state.intent.intent_id, attempt)
+            retry = TaskReady(
+                event_id=event_id("task", new_episode),
+                run_id=state.run_id,
+                producer=self.bus.producer_name,
+                episode_id=new_episode,
+                attempt=attempt,
+                intent=state.intent,
+                seed=state.seed,
+            )
+            state.outbox.append(self._item(topics.tasks, new_episode, retry))
+        log.info("%s finished: %s (%s)%s", state.episode_id, verdict.value, reason, " - retrying" if retrying else "")
+
+    @staticmethod
+    def _item(topic: str, key: str, event: Envelope) -> OutboxItem:
+        return OutboxItem(topic=topic, key=key, event=event.model_dump_json())
+
+    async def _save_and_flush(self, state: SimEpisode) -> None:
+        await self.store.put_model(self._key(state.episode_id), state)
+        await self._flush(state)
+
+    async def _flush(self, state: SimEpisode) -> None:
+        for item in state.outbox:
+            await self.bus.publish_json(item.event, item.topic, item.key)
+
+
+def _ms_since(iso: str) -> int:
+    if not iso:
+        return 0
+    return int((datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds() * 1000)

@@ -1,0 +1,15 @@
+"""Simulator settings (env prefix ``ISE_SIM_``): turn limits, retries, concurrency."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SimulatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ISE_SIM_", extra="forbid")
+
+    max_turns: int = Field(12, ge=1, description="User turns before the episode ends as max_turns.")
+    max_attempts: int = Field(3, ge=1, description="Attempts per intent when infrastructure fails.")
+    parse_attempts: int = Field(3, ge=1, description="User-LLM calls per turn until a valid JSON decision.")
+    concurrency: int = Field(4, ge=1, description="Partitions processed at once per replica.")

@@ -1,0 +1,289 @@
+"""The local Docker daemon: find one that answers, or start Debian's ``dockerd`` detached.
+
+Owns: deciding whether a daemon answers (docker SDK ``ping``, honouring ``DOCKER_HOST``),
+starting ``dockerd`` when none does (root only, local unix socket only), choosing daemon flags
+that work on this machine (plain first, then ``--iptables=false``, ``--bridge=none``, the ``vfs``
+storage driver; the flags that worked are remembered per machine), the state file and log
+of a daemon it started, and stopping that daemon again.  It never stops a daemon it did not
+start.  Concurrent callers are serialised with a per-machine lock file, so two processes calling
+:func:`ensure_docker` at once start at most one daemon, whatever their stack dirs.
+
+State dir: ``$ISE_STACK_DIR`` or ``~/.cache/ise/stack`` (``dockerd.log``, ``dockerd.json``);
+per machine: ``~/.cache/ise/dockerd.lock`` and ``dockerd.flags.json``.  ``ISE_DOCKERD_FLAGS``
+(shell words) forces one set of extra flags.  Run as ``python -m services.stack.docker_daemon [up|down|info]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException
+
+from services.stack.procs import ServerRecord, StackError, is_alive, log_tail, spawn, stop, wait_until
+
+log = logging.getLogger(__name__)
+
+NAME = "dockerd"
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+DEFAULT_PIDFILE = Path("/var/run/docker.pid")
+MACHINE_DIR = Path.home() / ".cache" / "ise"
+LOCK_PATH = MACHINE_DIR / f"{NAME}.lock"
+FLAGS_PATH = MACHINE_DIR / f"{NAME}.flags.json"
+# Tried in order when no remembered or forced flags apply; each later set gives up more.
+FLAG_FALLBACKS: tuple[tuple[str, ...], ...] = (
+    (),
+    ("--iptables=false",),
+    ("--iptables=false", "--bridge=none"),
+    ("--iptables=false", "--bridge=none", "--storage-driver=vfs"),
+)
+
+
+@dataclass(frozen=True)
+class DockerInfo:
+    """What callers usually want to know about the daemon they talk to."""
+
+    host: str
+    server_version: str
+    api_version: str
+    storage_driver: str
+    cgroup_version: str
+    root_dir: str
+
+    def __str__(self) -> str:
+        return (
+            f"Docker {self.server_version} (API {self.api_version}, storage {self.storage_driver}, "
+            f"cgroup v{self.cgroup_version}, root {self.root_dir}) at {self.host}"
+        )
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("ISE_STACK_DIR") or Path.home() / ".cache" / "ise" / "stack")
+
+
+def docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def _client(timeout_s: float = 5.0) -> docker.DockerClient:
+    return docker.from_env(timeout=max(1, int(timeout_s)))
+
+
+def _ping(timeout_s: float = 5.0) -> bool:
+    client = _client(timeout_s)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def answers(timeout_s: float = 5.0) -> bool:
+    """True when a Docker daemon answers a ping at ``DOCKER_HOST`` (or the default socket)."""
+    try:
+        return _ping(timeout_s)
+    except (DockerException, OSError) as exc:
+        log.debug("no Docker daemon at %s: %s", docker_host(), exc)
+        return False
+
+
+def docker_info(client: docker.DockerClient | None = None) -> DockerInfo:
+    """Summary of the daemon at ``DOCKER_HOST``; raises :class:`StackError` when none answers."""
+    own = client is None
+    try:
+        cli = client or _client()
+        try:
+            info = cli.info()
+            version = cli.version()
+        finally:
+            if own:
+                cli.close()
+    except (DockerException, OSError) as exc:
+        raise StackError(f"no Docker daemon answers at {docker_host()}: {exc}") from exc
+    return DockerInfo(
+        host=docker_host(),
+        server_version=str(version.get("Version", "?")),
+        api_version=str(version.get("ApiVersion", "?")),
+        storage_driver=str(info.get("Driver", "?")),
+        cgroup_version=str(info.get("CgroupVersion", "?")),
+        root_dir=str(info.get("DockerRootDir", "?")),
+    )
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, timeout_s: float) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``, waiting up to ``timeout_s`` for it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"timed out waiting for the lock {path}") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _flag_candidates() -> list[tuple[str, ...]]:
+    forced = os.environ.get("ISE_DOCKERD_FLAGS")
+    if forced is not None:
+        return [tuple(shlex.split(forced))]
+    candidates: list[tuple[str, ...]] = []
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        candidates.append(tuple(json.loads(FLAGS_PATH.read_text())))
+    candidates += [f for f in FLAG_FALLBACKS if f not in candidates]
+    return candidates
+
+
+def _starting_pid(host: str) -> int | None:
+    """Pid of a dockerd that holds the default pidfile but may not answer yet."""
+    if host != DEFAULT_SOCKET:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(DEFAULT_PIDFILE.read_text().strip())
+        if is_alive(pid) and "dockerd" in Path(f"/proc/{pid}/comm").read_text():
+            return pid
+    return None
+
+
+def _dockerd_binary() -> str:
+    found = shutil.which("dockerd") or next(
+        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None
+    )
+    if not found:
+        raise StackError("no Docker daemon answers and `dockerd` is not installed: "
+                         "apt-get install docker.io (or set DOCKER_HOST to a running daemon)")
+    return found
+
+
+def _start(host: str, sdir: Path, deadline: float) -> None:
+    if not host.startswith("unix://"):
+        raise StackError(f"DOCKER_HOST={host} does not answer; only a local unix-socket daemon "
+                         "is started here. Start that daemon, or unset DOCKER_HOST.")
+    if os.geteuid() != 0:
+        raise StackError("no Docker daemon answers and starting dockerd needs root: run "
+                         "`sudo dockerd &` (or rootless Docker) and set DOCKER_HOST if needed")
+    binary = _dockerd_binary()
+    log_path = sdir / f"{NAME}.log"
+    host_args = () if host == DEFAULT_SOCKET else ("--host", host)
+    failures: list[str] = []
+    for flags in _flag_candidates():
+        remaining = deadline - time.monotonic()
+        if remaining <= 1:
+            break
+        argv = [binary, *host_args, *flags]
+        with log_path.open("a") as fh:
+            fh.write(f"\n=== ise: {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {shlex.join(argv)}\n")
+        log.info("starting %s (log: %s)", shlex.join(argv), log_path)
+        started = time.monotonic()
+        proc = spawn(argv, log_path=log_path)
+        try:
+            wait_until(lambda: _ping(2.0) or _raise("ping returned false"), what="dockerd",
+                       timeout_s=remaining, pid=proc.pid, log_path=log_path, interval_s=0.25)
+        except StackError as exc:
+            died = not is_alive(proc.pid)
+            stop(proc.pid, timeout_s=5)
+            if not died:
+                raise
+            if answers():  # another dockerd (started by hand, say) won the race
+                log.info("dockerd %s exited, but a daemon answers now; using it", list(flags))
+                return
+            failures.append(f"flags {list(flags)}: {exc}")
+            log.warning("dockerd %s exited while starting; trying the next flags", list(flags))
+            continue
+        log.info("dockerd answers after %.1fs (pid %d, flags %s)",
+                 time.monotonic() - started, proc.pid, list(flags))
+        ServerRecord(name=NAME, pid=proc.pid, address=host, log_path=str(log_path)).save(sdir)
+        if "ISE_DOCKERD_FLAGS" not in os.environ:  # remember what worked on this machine
+            FLAGS_PATH.parent.mkdir(parents=True, exist_ok=True)
+            FLAGS_PATH.write_text(json.dumps(list(flags)))
+        return
+    detail = "\n\n".join(failures) or f"out of time\n{log_tail(log_path)}"
+    raise StackError(f"could not start dockerd with any flag set (see {log_path}):\n{detail}")
+
+
+def _raise(message: str) -> bool:
+    raise StackError(message)
+
+
+def ensure_docker(timeout_s: float = 60) -> str:
+    """Make sure a Docker daemon answers; start ``dockerd`` if none does.  Returns its summary.
+
+    Idempotent: with a daemon already answering (ours, the system's, or one started by hand),
+    it only pings it.  Raises :class:`StackError` with the daemon log's tail on failure.
+    """
+    deadline = time.monotonic() + timeout_s
+    host = docker_host()
+    if not answers():
+        with file_lock(LOCK_PATH, timeout_s):
+            pid = _starting_pid(host)
+            if answers():
+                pass
+            elif pid is not None:
+                log.info("dockerd pid %d is starting; waiting for it to answer", pid)
+                wait_until(lambda: _ping(2.0) or _raise("ping returned false"), what="dockerd",
+                           timeout_s=max(1.0, deadline - time.monotonic()), pid=pid)
+            else:
+                _start(host, state_dir(), deadline)
+    summary = str(docker_info())
+    log.info("%s", summary)
+    return summary
+
+
+def stop_docker(timeout_s: float = 30.0) -> bool:
+    """Stop the daemon :func:`_start` started (never anyone else's).  True if one was stopped."""
+    sdir = state_dir()
+    record = ServerRecord.load(sdir, NAME)
+    if record is None:
+        return False
+    if is_alive(record.pid):
+        log.info("stopping dockerd pid %d", record.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGTERM)  # dockerd first, so it can stop its containers
+        deadline = time.monotonic() + timeout_s
+        while is_alive(record.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop(record.pid, timeout_s=5)  # then whatever is left of its process group
+    ServerRecord.forget(sdir, NAME)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    action = args[0] if args else "up"
+    try:
+        if action == "up":
+            print(ensure_docker())
+        elif action == "down":
+            print("stopped" if stop_docker() else "no dockerd started by ise")
+        elif action == "info":
+            print(docker_info())
+        else:
+            print("usage: python -m services.stack.docker_daemon [up|down|info]", file=sys.stderr)
+            return 2
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

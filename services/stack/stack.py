@@ -1,0 +1,124 @@
+"""The embedded default stack: Kafka, Redis, the Docker daemon and the workspace image.
+
+``up`` starts what is missing (idempotent) and remembers the servers in the stack dir, so a
+later ``up`` reuses them and ``down`` stops them. ``ISE_KAFKA_BOOTSTRAP`` / ``ISE_REDIS_URL``
+point at servers you run yourself; then nothing is started for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from services.common.settings import DEFAULT_KAFKA_PORT, DEFAULT_REDIS_PORT
+from services.stack.docker_daemon import answers as docker_answers
+from services.stack.docker_daemon import ensure_docker, state_dir
+from services.stack.kafka_broker import EmbeddedKafka, probe_kafka
+from services.stack.procs import ServerRecord, StackError, is_alive, port_open, stop
+from services.stack.redis_server import EmbeddedRedis
+from services.stack.workspace_image import DEFAULT_TAG, ensure_workspace_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    redis_url: str
+    workspace_image: str
+
+    def env(self) -> dict[str, str]:
+        """Environment for services and jobs that should use this stack."""
+        return {
+            "ISE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "ISE_REDIS_URL": self.redis_url,
+            "ISE_EXEC_IMAGE": self.workspace_image,
+        }
+
+
+def _alive(record: ServerRecord | None) -> bool:
+    return record is not None and is_alive(record.pid)
+
+
+def _kafka(sdir: Path, port: int) -> str:
+    external = os.environ.get("ISE_KAFKA_BOOTSTRAP")
+    if external:
+        return external
+    record = ServerRecord.load(sdir, "kafka")
+    if _alive(record):
+        host, _, rec_port = record.address.rpartition(":")  # type: ignore[union-attr]
+        try:
+            probe_kafka(host, int(rec_port))
+            return record.address  # type: ignore[union-attr]
+        except OSError as exc:
+            log.warning("recorded Kafka %s does not answer (%s); starting a new one", record, exc)
+    broker = EmbeddedKafka(sdir / "kafka", port=port, controller_port=port + 1)
+    log.info("starting Kafka on 127.0.0.1:%d (first start fetches the jars with Maven)", port)
+    bootstrap = broker.start()
+    broker.record().save(sdir)
+    return bootstrap
+
+
+def _redis(sdir: Path, port: int) -> str:
+    external = os.environ.get("ISE_REDIS_URL")
+    if external:
+        return external
+    record = ServerRecord.load(sdir, "redis")
+    if _alive(record):
+        parsed = urlparse(record.address)  # type: ignore[union-attr]
+        if port_open(parsed.hostname or "127.0.0.1", parsed.port or port):
+            return record.address  # type: ignore[union-attr]
+    server = EmbeddedRedis(sdir / "redis", port=port)
+    url = server.start()
+    server.record().save(sdir)
+    return url
+
+
+def up(
+    *,
+    stack_dir: Path | None = None,
+    kafka_port: int = DEFAULT_KAFKA_PORT,
+    redis_port: int = DEFAULT_REDIS_PORT,
+    image_tag: str = DEFAULT_TAG,
+    with_image: bool = True,
+) -> Endpoints:
+    """Make sure every piece runs; return where they are."""
+    sdir = stack_dir or state_dir()
+    sdir.mkdir(parents=True, exist_ok=True)
+    ensure_docker()
+    redis_url = _redis(sdir, redis_port)
+    bootstrap = _kafka(sdir, kafka_port)
+    if with_image:
+        image_tag = ensure_workspace_image(image_tag).tag
+    return Endpoints(bootstrap, redis_url, image_tag)
+
+
+def down(*, stack_dir: Path | None = None) -> list[str]:
+    """Stop the Kafka and Redis this stack started (the Docker daemon is left running)."""
+    sdir = stack_dir or state_dir()
+    stopped = []
+    for name in ("kafka", "redis"):
+        record = ServerRecord.load(sdir, name)
+        if _alive(record):
+            stop(record.pid)  # type: ignore[union-attr]
+            stopped.append(name)
+        ServerRecord.forget(sdir, name)
+    return stopped
+
+
+def status(*, stack_dir: Path | None = None) -> list[tuple[str, str, str]]:
+    """(name, state, address) rows for ``ise stack status``."""
+    sdir = stack_dir or state_dir()
+    rows = []
+    for name in ("kafka", "redis"):
+        record = ServerRecord.load(sdir, name)
+        state = "running" if _alive(record) else ("stopped" if record else "not started")
+        rows.append((name, state, record.address if record else "-"))
+    rows.append(("docker", "running" if docker_answers() else "not answering", os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")))
+    return rows
+
+
+__all__ = ["Endpoints", "StackError", "down", "status", "up"]

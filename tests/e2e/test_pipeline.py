@@ -1,0 +1,115 @@
+"""The whole pipeline over the real broker, Redis and Docker with the scripted LLM.
+
+Six intents go through intent -> dedup -> simulator <-> executor -> dedup as separate processes.
+Every trajectory must hold results only real execution can produce, the dataset one line per
+finished episode, a malformed event must land in the DLQ without stopping anything, and no
+workspace container may be left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import docker
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.cli.pipeline import run_pipeline
+from services.common.bus import ensure_topics
+from services.common.contracts.events import DeadLetter
+from services.common.ids import new_run_id
+from services.dedup.stats import iter_records
+from services.common.settings import KafkaSettings
+from services.intent.settings import IntentSettings
+
+N_INTENTS = 6
+
+
+async def _publish_garbage(bootstrap: str, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b'{"type": "task.ready", "surprise": tru', key=b"garbage")
+    finally:
+        await producer.stop()
+
+
+async def _read_all(bootstrap: str, topic: str, expect: int, timeout_ms: int = 20_000) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        while len(values) < expect:
+            batch = await consumer.getmany(timeout_ms=timeout_ms)
+            if not batch:
+                break
+            values += [r.value for records in batch.values() for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def _tool_outputs(record: dict) -> dict[str, tuple[str, str]]:
+    """tool_call_id -> (function name, tool message content)."""
+    names = {c["id"]: c["function"]["name"] for m in record["messages"] for c in m.get("tool_calls") or []}
+    return {m["tool_call_id"]: (names[m["tool_call_id"]], m["content"]) for m in record["messages"] if m["role"] == "tool"}
+
+
+async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, out_dir: Path) -> None:
+    env = pipeline_env("default")
+    bootstrap = stack_endpoints.kafka_bootstrap
+    kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"{prefix}.", partitions=4)
+    await ensure_topics(kafka)
+    await _publish_garbage(bootstrap, kafka.topics.tasks)
+
+    run_id = new_run_id()
+    result = await run_pipeline(run_id, env, out_dir, IntentSettings(count=N_INTENTS, seed=7), timeout_s=420)
+
+    progress = result.progress
+    assert progress["proposed"] == N_INTENTS
+    accepted = int(progress["accepted"])
+    assert accepted + int(progress.get("rejected", 0)) == N_INTENTS
+    assert accepted >= N_INTENTS - 1
+    records = iter_records(result.run_dir)
+    written = accepted - int(progress.get("verdict.infrastructure_error", 0))
+    assert len(records) == written == int(progress.get("verdict.success", 0))
+    assert len({r["metadata"]["episode_id"] for r in records}) == len(records)
+
+    for record in records:
+        meta = record["metadata"]
+        assert meta["verdict"] == "success"
+        assert meta["counts"]["user_turns"] == 3
+        first_user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+        ep = hashlib.sha256(first_user.encode()).hexdigest()[:8]
+        outputs = list(_tool_outputs(record).values())
+        # turn 0 wrote the plan; wc -c saw its real size in the container
+        plan = f"plan {ep}\n- gather the inputs\n- produce the report\n"
+        assert any(n == "exec" and f"{len(plan.encode())} notes/plan.md" in c for n, c in outputs)
+        # turn 2 read back, from the same container, what turn 0 wrote
+        assert ("read", plan) in outputs
+        # a real non-zero exit code, recorded in the structured results
+        codes = [t["exit_code"] for t in meta["tool_results"] if t["name"] == "exec"]
+        assert 3 in codes and 0 in codes
+        assert any("exit_code=3" in c and "checking inputs" in c for _, c in outputs)
+        # the malformed call from the LLM became a tool error, not a crash
+        errors = [t for t in meta["tool_results"] if not t["ok"] and t["error"]]
+        assert any("not valid JSON" in t["error"] for t in errors)
+        for m in record["messages"]:
+            for call in m.get("tool_calls") or []:
+                assert isinstance(call["function"]["arguments"], str)
+        assert record["tools"] and {t["function"]["name"] for t in record["tools"]} >= {"exec", "read", "write"}
+        assert meta["intent"]["complexity"] in {"simple", "medium", "complex"}
+        assert meta["workspace_image"]
+
+    letters = [DeadLetter.model_validate_json(v) for v in await _read_all(bootstrap, kafka.topics.dlq, expect=1)]
+    assert [(d.source_topic, d.error_type) for d in letters] == [(kafka.topics.tasks, "ContractError")]
+    assert "surprise" in letters[0].payload
+
+    client = docker.from_env()
+    leftovers = client.containers.list(all=True, filters={"label": f"ise.run={run_id}"})
+    assert leftovers == []
+    stats = json.loads(result.stats_path.read_text())
+    assert stats["trajectories"] == len(records)
+    assert stats["tools"]["exec"] >= 3 * len(records)
+

@@ -1,0 +1,180 @@
+"""The ise.v1.Workspaces gRPC server end to end: real grpc.aio server, real Docker backend.
+
+Servers listen on free loopback ports; the client uses the committed generated stubs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import docker
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from services.common.rpc.ise.v1 import workspaces_pb2 as pb
+from services.common.rpc.ise.v1 import workspaces_pb2_grpc as pb_grpc
+from services.executor.grpc_server import SERVICE_NAME, serve_workspaces
+from services.executor.workspace.base import WorkspaceLimits
+from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+from services.stack.procs import free_port
+
+pytestmark = pytest.mark.integration
+
+HOST = "127.0.0.1"
+TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+def workspace_image() -> str:
+    """Make sure a daemon answers and the workspace image exists; return its tag."""
+    from services.stack.docker_daemon import ensure_docker
+    from services.stack.workspace_image import DEFAULT_TAG, ensure_workspace_image
+
+    ensure_docker()
+    override = os.environ.get("ISE_WORKSPACE_IMAGE")
+    if override:
+        docker.from_env().images.get(override)
+        return override
+    ensure_workspace_image(DEFAULT_TAG)
+    return DEFAULT_TAG
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[DockerWorkspaceBackend]:
+    be = DockerWorkspaceBackend(
+        workspace_image(), WorkspaceLimits(output_cap_bytes=4096), name_prefix=f"ise-grpc-{uuid.uuid4().hex[:8]}"
+    )
+    yield be
+    for info in be.list_workspaces():
+        be.close(info.episode_id)
+
+
+async def _start(backend: DockerWorkspaceBackend, token: str | None) -> tuple[grpc.aio.Server, str]:
+    port = free_port(HOST)
+    server = await serve_workspaces(backend, host=HOST, port=port, token=token)
+    return server, f"{HOST}:{port}"
+
+
+@pytest.fixture(scope="module")
+async def open_address(backend: DockerWorkspaceBackend) -> AsyncIterator[str]:
+    server, address = await _start(backend, None)
+    yield address
+    await server.stop(grace=1)
+
+
+@pytest.fixture(scope="module")
+async def auth_address(backend: DockerWorkspaceBackend) -> AsyncIterator[str]:
+    server, address = await _start(backend, TOKEN)
+    yield address
+    await server.stop(grace=1)
+
+
+async def test_create_exec_write_read_close(open_address: str) -> None:
+    async with grpc.aio.insecure_channel(open_address) as channel:
+        stub = pb_grpc.WorkspacesStub(channel)
+        created = await stub.Create(pb.CreateWorkspaceRequest(episode_id="g1", run_id="run-g"))
+        again = await stub.Create(pb.CreateWorkspaceRequest(episode_id="g1", run_id="run-g"))
+        assert created.workspace.workspace_id == again.workspace.workspace_id
+        assert created.workspace.image_digest.startswith("sha256:")
+        assert created.workspace.labels["ise.run"] == "run-g"
+
+        result = await stub.Exec(pb.ExecRequest(episode_id="g1", command="echo hi; echo no >&2; exit 7"))
+        assert (result.exit_code, result.stdout, result.stderr) == (7, "hi\n", "no\n")
+        assert not result.timed_out and not result.truncated
+
+        killed = await stub.Exec(pb.ExecRequest(episode_id="g1", command="sleep 30", timeout_s=1))
+        assert killed.timed_out and killed.exit_code == 124
+
+        big = await stub.Exec(pb.ExecRequest(episode_id="g1", command="head -c 1000000 /dev/zero | tr '\\0' a"))
+        assert big.truncated and len(big.stdout) == 4096
+
+        payload = bytes(range(256)) * 100
+        wrote = await stub.WriteFile(pb.WriteFileRequest(episode_id="g1", path="d/e/f.bin", content=payload))
+        assert wrote.bytes_written == len(payload)
+        read = await stub.ReadFile(pb.ReadFileRequest(episode_id="g1", path="/workspace/d/e/f.bin"))
+        assert read.content == payload and not read.truncated
+        part = await stub.ReadFile(pb.ReadFileRequest(episode_id="g1", path="d/e/f.bin", max_bytes=3))
+        assert part.content == payload[:3] and part.truncated
+
+        listed = await stub.List(pb.ListWorkspacesRequest(run_id="run-g"))
+        assert [w.episode_id for w in listed.workspaces] == ["g1"]
+
+        assert (await stub.Close(pb.CloseWorkspaceRequest(episode_id="g1"))).removed is True
+        assert (await stub.Close(pb.CloseWorkspaceRequest(episode_id="g1"))).removed is False
+        assert not (await stub.List(pb.ListWorkspacesRequest(run_id="run-g"))).workspaces
+
+
+async def _code(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    return info.value.code()
+
+
+async def test_errors_map_to_status_codes(open_address: str) -> None:
+    async with grpc.aio.insecure_channel(open_address) as channel:
+        stub = pb_grpc.WorkspacesStub(channel)
+        await stub.Create(pb.CreateWorkspaceRequest(episode_id="g2", run_id="run-g"))
+        nf = grpc.StatusCode.NOT_FOUND
+        assert await _code(stub.Exec(pb.ExecRequest(episode_id="nope", command="true"))) == nf
+        assert await _code(stub.ReadFile(pb.ReadFileRequest(episode_id="g2", path="missing"))) == nf
+        assert await _code(stub.ReadFile(pb.ReadFileRequest(episode_id="g2", path="/"))) == (
+            grpc.StatusCode.FAILED_PRECONDITION
+        )
+        bad = grpc.StatusCode.INVALID_ARGUMENT
+        assert await _code(stub.Exec(pb.ExecRequest(episode_id="g2", command="true", timeout_s=-1))) == bad
+        assert await _code(stub.Exec(pb.ExecRequest(episode_id="g2", command=""))) == bad
+        assert await _code(stub.Create(pb.CreateWorkspaceRequest(episode_id="a/b", run_id="r"))) == bad
+        assert await _code(stub.Create(pb.CreateWorkspaceRequest(episode_id="g2", run_id="other"))) == (
+            grpc.StatusCode.ALREADY_EXISTS
+        )
+        slow = stub.Exec(pb.ExecRequest(episode_id="g2", command="sleep 5", timeout_s=10), timeout=1)
+        assert await _code(slow) == grpc.StatusCode.DEADLINE_EXCEEDED
+        await stub.Close(pb.CloseWorkspaceRequest(episode_id="g2"))
+
+
+async def test_health_is_serving(open_address: str) -> None:
+    async with grpc.aio.insecure_channel(open_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(open_address: str) -> None:
+    async with grpc.aio.insecure_channel(open_address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
+        ]
+        replies = [reply async for reply in stub.ServerReflectionInfo(iter(requests))]
+        names = {service.name for service in replies[0].list_services_response.service}
+        assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+        assert replies[1].file_descriptor_response.file_descriptor_proto, "the .proto is served"
+
+
+async def test_bearer_token_auth(auth_address: str) -> None:
+    async with grpc.aio.insecure_channel(auth_address) as channel:
+        stub = pb_grpc.WorkspacesStub(channel)
+        request = pb.ListWorkspacesRequest(run_id="run-auth")
+        unauth = grpc.StatusCode.UNAUTHENTICATED
+        assert await _code(stub.List(request)) == unauth
+        assert await _code(stub.List(request, metadata=(("authorization", "Bearer wrong"),))) == unauth
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        listing = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            [reply async for reply in listing]
+        assert info.value.code() == unauth
+
+        good = (("authorization", f"Bearer {TOKEN}"),)
+        assert not (await stub.List(request, metadata=good)).workspaces
+        created = await stub.Create(pb.CreateWorkspaceRequest(episode_id="g3", run_id="run-auth"), metadata=good)
+        assert created.workspace.episode_id == "g3"
+        assert (await stub.Close(pb.CloseWorkspaceRequest(episode_id="g3"), metadata=good)).removed
+
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, "health checks need no token"

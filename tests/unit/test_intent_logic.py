@@ -1,0 +1,76 @@
+"""Catalog integrity, seeded sampling, and the renderer's validation of LLM output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from services.common.errors import ConfigError
+from services.intent.catalog import Catalog, check_catalog, load_catalog
+from services.intent.renderer import RenderLimits, extract_intent, validate_text
+from services.intent.sampler import sample_tuple
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+def test_catalog_has_ten_domains_and_valid_tasks(catalog: Catalog) -> None:
+    assert len(catalog.domains) == 10
+    assert {t.name for t in catalog.tiers} == {"simple", "medium", "complex"}
+    assert all(catalog.usable_tasks(d.id) for d in catalog.domains)
+
+
+def test_excluded_needs_are_never_sampled(catalog: Catalog) -> None:
+    needy = {t.id for t in catalog.tasks if t.needs}
+    assert needy, "the starter catalog marks tasks that need the internet or a device"
+    for seed in range(300):
+        assert not {t.id for t in sample_tuple(catalog, seed).tasks} & needy
+
+
+def test_sampling_respects_tiers_and_compatibility(catalog: Catalog) -> None:
+    tiers = {t.name: t for t in catalog.tiers}
+    tasks = {t.id: t for t in catalog.tasks}
+    for seed in range(300):
+        tup = sample_tuple(catalog, seed)
+        tier = tiers[tup.complexity]
+        assert tier.domains[0] <= len(tup.domains) <= tier.domains[1]
+        assert len(tup.tasks) <= tier.tasks[1]
+        domain_ids = {d.id for d in tup.domains}
+        assert {t.domain for t in tup.tasks} == domain_ids  # every domain has a task, no stray one
+        assert all(t.domain in tasks[t.id].domains for t in tup.tasks)
+
+
+def test_same_seed_same_tuple_in_another_process(catalog: Catalog) -> None:
+    code = "from services.intent.catalog import load_catalog; from services.intent.sampler import sample_tuple; print(sample_tuple(load_catalog(), 42))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == str(sample_tuple(catalog, 42))
+    assert sample_tuple(catalog, 42) != sample_tuple(catalog, 43)
+
+
+def test_catalog_check_names_the_problem(catalog: Catalog) -> None:
+    broken = Catalog(catalog.personas + catalog.personas[:1], catalog.domains, catalog.tasks, catalog.tiers)
+    with pytest.raises(ConfigError, match="duplicate persona ids"):
+        check_catalog(broken)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("I need you to sort my quarterly invoices by vendor and total them for the audit.", None),
+        ("Sort invoices.", "too short"),
+        ("Sort the quarterly invoices by vendor and total them for the audit next week please.", "first person"),
+    ],
+)
+def test_validate_text(text: str, problem: str | None) -> None:
+    found = validate_text(text, RenderLimits())
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_extract_intent_tolerates_fences() -> None:
+    assert extract_intent('```json\n{"intent": " I want X "}\n```') == "I want X"
+    with pytest.raises(ValueError):
+        extract_intent("no json here")

@@ -1,0 +1,58 @@
+"""The committed gRPC stubs match ``proto/``: ``scripts/gen_proto.py --check`` must pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "gen_proto.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_proto", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_stubs_are_fresh() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"stale gRPC stubs; run `python scripts/gen_proto.py`\n{done.stderr}"
+
+
+def test_check_names_stale_missing_and_extra_files(tmp_path: Path) -> None:
+    gen = _load_script()
+    copy = tmp_path / "rpc"
+    shutil.copytree(gen.OUT_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert gen.stale_files(copy) == []
+    stub = copy / "ise" / "v1" / "workspaces_pb2.py"
+    stub.write_text(stub.read_text() + "\n# edited by hand\n")
+    (copy / "ise" / "v1" / "workspaces_pb2_grpc.py").unlink()
+    (copy / "ise" / "v1" / "gone_pb2.py").write_text("")
+    assert gen.stale_files(copy) == [
+        "extra (no .proto generates it): ise/v1/gone_pb2.py",
+        "stale: ise/v1/workspaces_pb2.py",
+        "missing: ise/v1/workspaces_pb2_grpc.py",
+    ]
+
+
+def test_stubs_import_as_a_subpackage_of_services() -> None:
+    from services.common.rpc.ise.v1 import workspaces_pb2, workspaces_pb2_grpc
+
+    assert workspaces_pb2.DESCRIPTOR.package == "ise.v1"
+    assert hasattr(workspaces_pb2_grpc, "WorkspacesStub")
+    source = (ROOT / "services/common/rpc/ise/v1/workspaces_pb2_grpc.py").read_text()
+    assert "from services.common.rpc.ise.v1 import workspaces_pb2" in source
+    assert "\nfrom ise." not in source and "\nimport ise." not in source
