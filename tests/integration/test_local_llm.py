@@ -58,8 +58,9 @@ def test_lists_the_model(client: OpenAI) -> None:
 def test_json_schema_reply_has_required_keys(client: OpenAI) -> None:
     schema = {
         "type": "object",
-        "properties": {"completed": {"type": "boolean"}, "query": {"type": "string"},
-                       "reason": {"type": "string"}, "is_success": {"type": "boolean"}},
+        # maxLength keeps greedy decoding from looping inside a string until max_tokens cuts it.
+        "properties": {"completed": {"type": "boolean"}, "query": {"type": "string", "maxLength": 80},
+                       "reason": {"type": "string", "maxLength": 80}, "is_success": {"type": "boolean"}},
         "required": ["completed", "query", "reason", "is_success"],
         "additionalProperties": False,
     }
@@ -69,7 +70,7 @@ def test_json_schema_reply_has_required_keys(client: OpenAI) -> None:
                   {"role": "user", "content": "The assistant listed the files in /tmp as you asked. "
                                               "Is your task completed?"}],
         response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
-        max_tokens=96, temperature=0,
+        max_tokens=256, temperature=0,
     )
     data = json.loads(reply.choices[0].message.content or "")
     assert set(data) == {"completed", "query", "reason", "is_success"}
@@ -80,9 +81,9 @@ def test_json_schema_reply_has_required_keys(client: OpenAI) -> None:
 def test_json_object_reply_parses(client: OpenAI) -> None:
     reply = client.chat.completions.create(
         model="smollm2-135m-instruct",
-        messages=[{"role": "system", "content": "Reply with a JSON object with the key city."},
-                  {"role": "user", "content": "What is the capital of France?"}],
-        response_format={"type": "json_object"}, max_tokens=48, temperature=0,
+        messages=[{"role": "system", "content": "Reply with a JSON object with keys city and country."},
+                  {"role": "user", "content": "Capital of France?"}],
+        response_format={"type": "json_object"}, max_tokens=64, temperature=0,
     )
     assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
 
