@@ -91,6 +91,10 @@ class EventBus:
             logger=logging.getLogger(f"ise.{service}.kafka"),
         )
 
+    def envelope(self, kind: str, run_id: str, *parts: object) -> dict[str, str]:
+        """Envelope fields for a new event whose id derives from ``kind`` and ``parts``."""
+        return {"event_id": event_id(kind, *parts), "run_id": run_id, "producer": self.producer_name}
+
     async def publish(self, event: Envelope, topic: str, key: str) -> None:
         await self.publish_json(event.model_dump_json(), topic, key)
 

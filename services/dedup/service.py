@@ -15,7 +15,7 @@ from services.common.bus import EventBus
 from services.common.contracts.envelope import StrictModel
 from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady, TrajectoryFinished
 from services.common.contracts.messages import Verdict
-from services.common.ids import episode_id, event_id
+from services.common.ids import episode_id
 from services.common.state import RunProgress, StateStore
 from services.dedup.embedder import Embedder
 from services.dedup.gate import IntentGate
@@ -59,16 +59,17 @@ class DedupService:
                 pool.add(intent.intent_id, intent.text, vector)
                 ep = episode_id(event.run_id, intent.intent_id, 0)
                 out: TaskReady | IntentRejected = TaskReady(
-                    event_id=event_id("task", ep), run_id=event.run_id, producer=self.bus.producer_name,
-                    episode_id=ep, attempt=0, intent=intent, seed=intent.seed,
+                    **self.bus.envelope("task", event.run_id, ep), episode_id=ep, attempt=0, intent=intent, seed=intent.seed
                 )
                 saved = SavedDecision(topic=self.bus.topics.tasks, key=ep, event=out.model_dump_json())
                 await progress.count_once("accepted", intent.intent_id)
             else:
                 out = IntentRejected(
-                    event_id=event_id("rejected", event.run_id, intent.intent_id), run_id=event.run_id,
-                    producer=self.bus.producer_name, intent=intent, reason=decision.reason or "near_duplicate",
-                    nearest_intent_id=decision.nearest_id, similarity=decision.similarity,
+                    **self.bus.envelope("rejected", event.run_id, intent.intent_id),
+                    intent=intent,
+                    reason=decision.reason or "near_duplicate",
+                    nearest_intent_id=decision.nearest_id,
+                    similarity=decision.similarity,
                 )
                 saved = SavedDecision(topic=self.bus.topics.intents_rejected, key=intent.intent_id, event=out.model_dump_json())
                 await progress.count_once("rejected", intent.intent_id)

@@ -15,7 +15,6 @@ from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.contracts.messages import ChatMessage
 from services.common.errors import ISEError
-from services.common.ids import event_id
 from services.common.llm.client import LLMClient
 from services.common.resources import load_text
 from services.common.state import StateStore
@@ -97,11 +96,7 @@ class ExecutorService:
 
     def _turn(self, event: UserTurn, out: TurnOutput, state: ExecEpisode, duration_ms: int) -> AgentTurn:
         return AgentTurn(
-            event_id=event_id("agent", event.episode_id, event.turn),
-            run_id=event.run_id,
-            producer=self.bus.producer_name,
-            episode_id=event.episode_id,
-            turn=event.turn,
+            **self._head(event),
             reply=out.reply,
             messages=out.messages,
             tool_results=out.tool_results,
@@ -116,14 +111,15 @@ class ExecutorService:
 
     def _failed(self, event: UserTurn, error: str) -> AgentTurn:
         return AgentTurn(
-            event_id=event_id("agent", event.episode_id, event.turn),
-            run_id=event.run_id,
-            producer=self.bus.producer_name,
-            episode_id=event.episode_id,
-            turn=event.turn,
+            **self._head(event),
             status="infrastructure_error",
             error=error,
         )
+
+    def _head(self, event: UserTurn) -> dict[str, object]:
+        """Envelope and episode fields of the agent turn answering ``event`` (same id on replay)."""
+        envelope = self.bus.envelope("agent", event.run_id, event.episode_id, event.turn)
+        return {**envelope, "episode_id": event.episode_id, "turn": event.turn}
 
     async def _publish(self, turn: AgentTurn) -> None:
         await self.bus.publish(turn, self.bus.topics.turns_agent, turn.episode_id)

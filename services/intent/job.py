@@ -13,7 +13,7 @@ from tqdm import tqdm
 from services.common.bus import EventBus
 from services.common.contracts.events import IntentProposed
 from services.common.contracts.intent import Intent
-from services.common.ids import derive_seed, digest, event_id
+from services.common.ids import derive_seed, digest
 from services.common.llm.client import LLMClient
 from services.common.state import RunProgress
 from services.intent.catalog import Catalog
@@ -54,12 +54,7 @@ async def generate(
             seed=seed,
             render_model=llm.model,
         )
-        event = IntentProposed(
-            event_id=event_id("proposed", progress.run_id, intent_id),
-            run_id=progress.run_id,
-            producer=bus.producer_name,
-            intent=intent,
-        )
+        event = IntentProposed(**bus.envelope("proposed", progress.run_id, intent_id), intent=intent)
         await bus.publish(event, bus.topics.intents_proposed, intent_id)
         await progress.count_once("proposed", intent_id)
         counts["proposed"] += 1

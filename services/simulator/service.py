@@ -15,7 +15,6 @@ from services.common.contracts.envelope import Envelope
 from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.contracts.messages import Verdict
 from services.common.ids import episode_id as make_episode_id
-from services.common.ids import event_id
 from services.common.state import RunProgress, StateStore
 from services.simulator.episode import Exchange, OutboxItem, SimEpisode
 from services.simulator.settings import SimulatorSettings
@@ -89,9 +88,7 @@ class SimulatorService:
             state.exchanges.append(Exchange(query=decision.query.strip()))
             state.turn = turn
             user_turn = UserTurn(
-                event_id=event_id("user", state.episode_id, turn),
-                run_id=state.run_id,
-                producer=self.bus.producer_name,
+                **self.bus.envelope("user", state.run_id, state.episode_id, turn),
                 episode_id=state.episode_id,
                 turn=turn,
                 kind="message",
@@ -103,18 +100,14 @@ class SimulatorService:
         state.verdict = verdict
         retrying = verdict is Verdict.INFRASTRUCTURE_ERROR and state.attempt + 1 < self.settings.max_attempts
         close = UserTurn(
-            event_id=event_id("close", state.episode_id),
-            run_id=state.run_id,
-            producer=self.bus.producer_name,
+            **self.bus.envelope("close", state.run_id, state.episode_id),
             episode_id=state.episode_id,
             turn=len(state.exchanges),
             kind="close",
             verdict=verdict,
         )
         finished = TrajectoryFinished(
-            event_id=event_id("finished", state.episode_id),
-            run_id=state.run_id,
-            producer=self.bus.producer_name,
+            **self.bus.envelope("finished", state.run_id, state.episode_id),
             episode_id=state.episode_id,
             attempt=state.attempt,
             intent=state.intent,
@@ -142,9 +135,7 @@ class SimulatorService:
             attempt = state.attempt + 1
             new_episode = make_episode_id(state.run_id, state.intent.intent_id, attempt)
             retry = TaskReady(
-                event_id=event_id("task", new_episode),
-                run_id=state.run_id,
-                producer=self.bus.producer_name,
+                **self.bus.envelope("task", state.run_id, new_episode),
                 episode_id=new_episode,
                 attempt=attempt,
                 intent=state.intent,
