@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from services.common.errors import ConfigError
 from services.common.llm.scripted_server import ScriptedLLMServer
@@ -46,6 +47,27 @@ def _role_env(base_url: str, models: dict[str, str], key: str) -> dict[str, str]
     return env
 
 
+SMOKE = (
+    "SMOKE QUALITY: a 135M-parameter local model (SmolLM2) stands in for real LLMs; its choices are "
+    "weak and the data is not worth training on. Set OPENAI_BASE_URL/OPENAI_API_KEY for real data"
+)
+
+
+def _local_env(base_url: str, local: ModuleType) -> dict[str, str]:
+    """The small model needs schema-enforced JSON and one forced tool call per agent turn."""
+    env = _role_env(base_url, {r: local.MODEL_NAME for r in ROLES}, "local")
+    env["ISE_LLM_INTENT_RESPONSE_FORMAT"] = "text"  # it writes prose well and JSON-wrapped prose badly
+    env["ISE_LLM_INTENT_MAX_TOKENS"] = "200"
+    env["ISE_INTENT_PROMPT"] = "render_small.md"
+    env["ISE_LLM_USER_RESPONSE_FORMAT"] = "json_schema"
+    env["ISE_LLM_USER_MAX_TOKENS"] = "400"
+    env["ISE_LLM_AGENT_TOOL_CHOICE_FIRST_STEP"] = "required"
+    env["ISE_LLM_AGENT_TOOL_CALL_PREFILL"] = local.TOOL_CALL_PREFILL
+    env["ISE_LLM_AGENT_TOOL_CALL_STOP"] = local.TOOL_CALL_STOP
+    env["ISE_LLM_AGENT_MAX_TOKENS"] = "160"
+    return env
+
+
 @contextlib.contextmanager
 def llm_plan(mode: str, *, scenario: str = "default", log_dir: Path | None = None) -> Iterator[LLMPlan]:
     """Start whatever the mode needs for the duration of the block."""
@@ -60,21 +82,11 @@ def llm_plan(mode: str, *, scenario: str = "default", log_dir: Path | None = Non
             env = _role_env(server.base_url, {r: f"{scenario}:{r}" for r in ROLES}, "scripted")
             yield LLMPlan(mode, env, "scripted replies: a deterministic pipeline check, NOT training data")
         return
-    from services.common.llm.local_server import LocalModelServer  # needs the optional local-llm extra
+    from services.common.llm import local_server as local  # the optional local-llm extra
 
-    server = LocalModelServer(log_dir=log_dir)
+    server = local.LocalModelServer(log_path=(log_dir / "local-llm.log") if log_dir else None)
     base_url = server.start()
     try:
-        models = {r: server.model_name for r in ROLES}
-        env = _role_env(base_url, models, "local")
-        env["ISE_LLM_AGENT_TOOL_CHOICE_FIRST_STEP"] = "required"
-        env["ISE_LLM_AGENT_TOOL_CALL_PREFILL"] = server.tool_call_prefill
-        env["ISE_LLM_AGENT_MAX_TOKENS"] = "256"
-        yield LLMPlan(
-            mode,
-            env,
-            "SMOKE QUALITY: a 135M-parameter local model (SmolLM2) stands in for real LLMs; "
-            "set OPENAI_BASE_URL/OPENAI_API_KEY for data worth training on",
-        )
+        yield LLMPlan(mode, _local_env(base_url, local), SMOKE)
     finally:
         server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -13,6 +14,11 @@ import yaml
 def load_text(package: str, path: str) -> str:
     """The text of ``path`` inside ``package`` (e.g. ``("services.simulator", "prompts/user.md")``)."""
     return resources.files(package).joinpath(path).read_text(encoding="utf-8")
+
+
+@cache
+def load_json(package: str, path: str) -> Any:
+    return json.loads(load_text(package, path))
 
 
 def load_yaml(package: str, path: str) -> Any:

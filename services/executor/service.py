@@ -20,7 +20,6 @@ from services.common.resources import load_text
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, TurnOutput, run_turn
 from services.executor.episode import ExecEpisode
-from services.executor.errors import ExecutorError
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import ToolLimits, Toolbox, tool_schemas
 from services.executor.workspace.base import WorkspaceBackend
@@ -88,7 +87,7 @@ class ExecutorService:
                 run_turn(self.llm, toolbox, state.messages, event.content, self.loop_config),
                 timeout=self.settings.turn_timeout_s,
             )
-        except (ISEError, ExecutorError, TimeoutError) as exc:
+        except (ISEError, TimeoutError) as exc:
             log.warning("turn %d of %s failed on infrastructure: %r", event.turn, event.episode_id, exc)
             return self._failed(event, f"{type(exc).__name__}: {exc}")
         state.messages += [ChatMessage(role="user", content=event.content), *output.messages]

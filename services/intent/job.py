@@ -38,7 +38,7 @@ async def generate(
         intent_id = "intent_" + digest(settings.seed, index, length=12)
         async with gate:
             try:
-                text, _usage, _attempts = await render(llm, tup, limits)
+                text, _usage, _attempts = await render(llm, tup, limits, settings.prompt)
             except RenderError as exc:
                 counts["render_failed"] += 1
                 await progress.count_once("render_failed", intent_id)

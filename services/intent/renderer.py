@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from services.common.contracts.messages import Usage
 from services.common.errors import PermanentError
 from services.common.llm.client import LLMClient
-from services.common.resources import load_text
+from services.common.resources import load_json, load_text
 from services.intent.sampler import IntentTuple
 
 _FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|my|me|we|our|us)\b", re.IGNORECASE)
@@ -39,24 +39,40 @@ def validate_text(text: str, limits: RenderLimits) -> str | None:
 
 
 def extract_intent(content: str) -> str:
+    """The ``intent`` of a JSON reply; a reply that is plain prose is taken as the request itself."""
     start, end = content.find("{"), content.rfind("}")
     if start < 0 or end <= start:
-        raise ValueError("no JSON object in the reply")
+        return content.strip()
     value = json.loads(content[start : end + 1]).get("intent", "")
     if not isinstance(value, str):
         raise ValueError("'intent' is not a string")
     return value.strip()
 
 
-async def render(llm: LLMClient, tup: IntentTuple, limits: RenderLimits) -> tuple[str, Usage, int]:
-    """Return (text, usage, attempts used); RenderError after ``limits.attempts`` failures."""
-    prompt = load_text("services.intent", "prompts/render.md").format(
-        tuple_json=json.dumps(tup.as_prompt_json(), ensure_ascii=False, indent=1)
+def build_prompt(tup: IntentTuple, prompt_file: str) -> str:
+    """Fill a prompt file; files may use any of the fields below."""
+    p = tup.persona
+    return load_text("services.intent", f"prompts/{prompt_file}").format(
+        tuple_json=json.dumps(tup.as_prompt_json(), ensure_ascii=False, indent=1),
+        name=p.name,
+        role=p.role,
+        industry=p.industry,
+        work_context=p.work_context or p.industry,
+        communication_style=p.communication_style,
+        tasks="; ".join(f"{t.name.lower()} ({t.description.rstrip('.').lower()})" for t in tup.tasks),
     )
+
+
+async def render(
+    llm: LLMClient, tup: IntentTuple, limits: RenderLimits, prompt_file: str = "render.md"
+) -> tuple[str, Usage, int]:
+    """Return (text, usage, attempts used); RenderError after ``limits.attempts`` failures."""
+    prompt = build_prompt(tup, prompt_file)
     usage = Usage()
     problems: list[str] = []
     for attempt in range(1, limits.attempts + 1):
-        result = await llm.chat([{"role": "user", "content": prompt}], json_mode=True)
+        schema = load_json("services.intent", "prompts/render.schema.json")
+        result = await llm.chat([{"role": "user", "content": prompt}], json_schema=schema)
         usage = usage + result.usage
         try:
             text = extract_intent(result.message.content or "")

@@ -13,5 +13,8 @@ class IntentSettings(BaseSettings):
     seed: int = Field(0, description="Base seed: the same seed samples the same tuples.")
     concurrency: int = Field(4, ge=1, description="Renders in flight at once.")
     render_attempts: int = Field(3, ge=1)
+    prompt: str = Field(
+        "render.md", description="Prompt file under services/intent/prompts/ (render_small.md suits tiny models)."
+    )
     min_words: int = Field(12, ge=1)
     max_words: int = Field(400, ge=10)

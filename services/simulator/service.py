@@ -15,10 +15,11 @@ from services.common.contracts.envelope import Envelope
 from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.contracts.messages import Verdict
 from services.common.ids import episode_id as make_episode_id
+from services.common.llm.client import LLMRequestError, LLMUnavailable
 from services.common.state import RunProgress, StateStore
 from services.simulator.episode import Exchange, OutboxItem, SimEpisode
 from services.simulator.settings import SimulatorSettings
-from services.simulator.user_model import UserDecision, UserModel, agent_view
+from services.simulator.user_model import UserDecision, UserModel, UserModelError, agent_view
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ class SimulatorService:
             started_at=datetime.now(UTC).isoformat(),
         )
         await RunProgress(self.store, task.run_id).count_once("episodes_started", task.episode_id)
-        decision = await self._decide(state)
-        self._advance(state, decision)
+        await self._next_move(state)
         await self._save_and_flush(state)
 
     async def on_agent_turn(self, turn: AgentTurn) -> None:
@@ -67,18 +67,26 @@ class SimulatorService:
         elif turn.turn + 1 >= self.settings.max_turns:
             self._finish(state, Verdict.MAX_TURNS, f"reached {self.settings.max_turns} user turns")
         else:
-            self._advance(state, await self._decide(state))
+            await self._next_move(state)
         await self._save_and_flush(state)
 
-    async def _decide(self, state: SimEpisode) -> UserDecision:
+    async def _next_move(self, state: SimEpisode) -> None:
+        """Ask the user model; when the simulation machinery itself fails, the episode ends as an
+        infrastructure error (retried as a new attempt, never written) instead of stalling."""
         exchanges = [(x.query, x.view) for x in state.exchanges]
-        decision, usage = await self.user.decide(state.intent, exchanges)
+        try:
+            decision, usage = await self.user.decide(state.intent, exchanges)
+        except (UserModelError, LLMUnavailable, LLMRequestError) as exc:
+            self._finish(state, Verdict.INFRASTRUCTURE_ERROR, f"user simulator: {exc}")
+            return
         state.usage_user = state.usage_user + usage
         state.models["user"] = self.user.llm.model
-        return decision
+        self._advance(state, decision)
 
     def _advance(self, state: SimEpisode, decision: UserDecision) -> None:
-        if decision.completed:
+        if not state.exchanges and (decision.completed or not decision.query.strip()):
+            self._finish(state, Verdict.BLOCKED, "the user model ended before delegating anything")
+        elif decision.completed:
             ok = decision.is_success is not False
             self._finish(state, Verdict.SUCCESS if ok else Verdict.FAILED, decision.reason)
         elif not decision.query.strip():

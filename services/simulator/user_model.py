@@ -15,7 +15,7 @@ from services.common.contracts.intent import Intent
 from services.common.contracts.messages import OutcomeDigest, Usage
 from services.common.errors import TransientError
 from services.common.llm.client import LLMClient
-from services.common.resources import load_text
+from services.common.resources import load_json, load_text
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
@@ -78,10 +78,16 @@ class UserModel:
         usage = Usage()
         last_error = ""
         for _ in range(self.parse_attempts):
-            result = await self.llm.chat(messages, json_mode=True)
+            schema = load_json("services.simulator", "prompts/decision.schema.json")
+            result = await self.llm.chat(messages, json_schema=schema)
             usage = usage + result.usage
             try:
-                return parse_decision(result.message.content or ""), usage
+                decision = parse_decision(result.message.content or "")
             except (ValueError, ValidationError) as exc:
                 last_error = str(exc)
+                continue
+            if not exchanges and (decision.completed or not decision.query.strip()):
+                last_error = "the first decision must be a request to the assistant"
+                continue  # nothing was delegated yet: ending now is never a valid move
+            return decision, usage
         raise UserModelError(f"user model gave no valid decision in {self.parse_attempts} tries: {last_error}")

@@ -19,8 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from services.common.errors import ISEError
 
-class StackError(RuntimeError):
+
+class StackError(ISEError, RuntimeError):
     """A piece of the local stack could not be installed, started or reached."""
 
 

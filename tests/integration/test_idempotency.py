@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
-from services.common.contracts.messages import Verdict
+from services.common.contracts.messages import ChatMessage, Verdict
 from services.common.llm.client import LLMClient
 from services.common.settings import LLMSettings
 from services.common.state import RunProgress
@@ -117,7 +117,8 @@ async def test_redelivered_trajectory_is_written_once(bus_factory, store, tmp_pa
     service = DedupService(bus, store, embedder, settings, instance="test")
     finished = TrajectoryFinished(
         event_id="f", run_id="run-w", producer="test", episode_id="ep-w", intent=INTENT,
-        verdict=Verdict.SUCCESS, messages=[], user_turns=0,
+        verdict=Verdict.SUCCESS, user_turns=1,
+        messages=[ChatMessage(role="user", content="Write the plan."), ChatMessage(role="assistant", content="Done.")],
     )
     try:
         for _ in range(3):
@@ -129,3 +130,20 @@ async def test_redelivered_trajectory_is_written_once(bus_factory, store, tmp_pa
     assert len(iter_records(tmp_path / "run-w")) == 1
     progress = await RunProgress(store, "run-w").snapshot()
     assert progress == {"verdict.success": 1, "episodes_final": 1}
+
+
+async def test_trajectory_without_turns_is_counted_not_written(bus_factory, store, tmp_path: Path) -> None:
+    bus = await bus_factory("dedup")
+    settings = DedupSettings(model="all-MiniLM-L6-v2", dataset_dir=str(tmp_path))
+    embedder = await asyncio.to_thread(build_embedder, settings)
+    empty = TrajectoryFinished(
+        event_id="f0", run_id="run-e", producer="test", episode_id="ep-e", intent=INTENT,
+        verdict=Verdict.BLOCKED, messages=[], user_turns=0,
+    )
+    try:
+        await DedupService(bus, store, embedder, settings, instance="test").on_finished(empty)
+    finally:
+        embedder.close()
+    assert iter_records(tmp_path / "run-e") == []
+    progress = await RunProgress(store, "run-e").snapshot()
+    assert progress == {"not_written.no_turns": 1, "verdict.blocked": 1, "episodes_final": 1}

@@ -115,3 +115,12 @@ def test_plain_answer_after_tool_result(client: OpenAI) -> None:
     message = reply.choices[0].message
     assert not message.tool_calls
     assert (message.content or "").strip()
+
+
+def test_named_function_is_forced_by_prefill(client: OpenAI) -> None:
+    messages = [SYSTEM, {"role": "user", "content": "List the files in /tmp"}]
+    kwargs = forced_tool_call_kwargs(messages, TOOLS, function="read_file")
+    reply = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=64, temperature=0, **kwargs)
+    calls = reply.choices[0].message.tool_calls or []
+    assert [c.function.name for c in calls] == ["read_file"]
+    assert isinstance(json.loads(calls[0].function.arguments), dict)

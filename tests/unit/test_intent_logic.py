@@ -72,5 +72,6 @@ def test_validate_text(text: str, problem: str | None) -> None:
 
 def test_extract_intent_tolerates_fences() -> None:
     assert extract_intent('```json\n{"intent": " I want X "}\n```') == "I want X"
+    assert extract_intent("  I want plain prose  ") == "I want plain prose"
     with pytest.raises(ValueError):
-        extract_intent("no json here")
+        extract_intent('{"intent": 3}')

@@ -66,8 +66,12 @@ class LLMClient:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
         json_mode: bool = False,
+        json_schema: dict[str, Any] | None = None,
+        stop: list[str] | None = None,
         max_tokens: int | None = None,
     ) -> ChatResult:
+        """One completion. ``json_schema`` is used when the role's settings ask for json_schema
+        replies (small models need it); otherwise ``json_mode`` asks for any JSON object."""
         kwargs: dict[str, Any] = {"model": self.settings.model, "messages": messages}
         kwargs["max_tokens"] = max_tokens or self.settings.max_tokens
         if self.settings.temperature is not None:
@@ -76,8 +80,13 @@ class LLMClient:
             kwargs["tools"] = tools
             if tool_choice:
                 kwargs["tool_choice"] = tool_choice
-        if json_mode:
+        wants_json = json_mode or json_schema is not None
+        if json_schema is not None and self.settings.response_format == "json_schema":
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": json_schema}
+        elif wants_json and self.settings.response_format != "text":
             kwargs["response_format"] = {"type": "json_object"}
+        if stop:
+            kwargs["stop"] = stop
         try:
             response = await self.client.chat.completions.create(**kwargs)
         except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError) as exc:

