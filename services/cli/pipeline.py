@@ -39,7 +39,7 @@ class RunResult:
 
 def run_finished(p: dict[str, int | str]) -> bool:
     """Every proposed intent decided, and every accepted one has its final verdict."""
-    get = lambda k: int(p.get(k, 0))  # noqa: E731
+    get = lambda k: int(p.get(k, 0))
     decided = get("accepted") + get("rejected") >= get("proposed")
     return bool(get("intents_done")) and decided and get("episodes_final") >= get("accepted")
 

@@ -154,7 +154,7 @@ class EventBus:
             except PermanentError as exc:
                 await self.dead_letter(record, type(exc).__name__, str(exc))
                 return
-            except Exception as exc:  # noqa: BLE001 - a bug must not stall the partition
+            except Exception as exc:
                 log.exception("handler failed on %s offset %s", record.topic, record.offset)
                 await self.dead_letter(record, type(exc).__name__, "".join(traceback.format_exception(exc)))
                 return

@@ -24,7 +24,6 @@ fixes a missing piece.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -34,10 +33,10 @@ import shutil
 import tempfile
 import time
 import zipfile
-from services.common.errors import ConfigError
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+
+from services.common.errors import ConfigError
+from services.common.locks import file_lock
 
 MPNET = "all-mpnet-base-v2"
 MINILM = "all-MiniLM-L6-v2"
@@ -141,7 +140,7 @@ def _ensure_mpnet(root: Path) -> Path:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelAssetError(f"cannot create the model cache {root} ({exc}): set {CACHE_ENV}") from exc
-    with _file_lock(root / f".{MPNET}.lock"):
+    with file_lock(root / f".{MPNET}.lock", LOCK_TIMEOUT_S):
         if _is_ready(final):  # another process finished while we waited
             return final
         pieces = _mpnet_pieces()
@@ -252,26 +251,3 @@ def _check_free_space(root: Path, needed: int) -> None:
             f"{root} has {free >> 20} MiB free, reassembling {MPNET} needs about {needed >> 20} MiB: "
             f"free some space or point {CACHE_ENV} elsewhere"
         )
-
-
-@contextmanager
-def _file_lock(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """An exclusive advisory lock (``flock``) held for the block; each call opens its own fd,
-    so it excludes other threads of this process as well as other processes."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ModelAssetError(f"timed out after {timeout_s:.0f}s waiting for {path}") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

@@ -21,7 +21,7 @@ from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, TurnOutput, run_turn
 from services.executor.episode import ExecEpisode
 from services.executor.settings import ExecutorSettings
-from services.executor.tools import ToolLimits, Toolbox, tool_schemas
+from services.executor.tools import Toolbox, ToolLimits, tool_schemas
 from services.executor.workspace.base import WorkspaceBackend
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ per machine: ``~/.cache/ise/dockerd.lock`` and ``dockerd.flags.json``.  ``ISE_DO
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -25,13 +24,13 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException
 
+from services.common.locks import file_lock
 from services.stack.procs import ServerRecord, StackError, is_alive, log_tail, spawn, stop, wait_until
 
 log = logging.getLogger(__name__)
@@ -119,26 +118,6 @@ def docker_info(client: docker.DockerClient | None = None) -> DockerInfo:
         cgroup_version=str(info.get("CgroupVersion", "?")),
         root_dir=str(info.get("DockerRootDir", "?")),
     )
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, timeout_s: float) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``, waiting up to ``timeout_s`` for it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StackError(f"timed out waiting for the lock {path}") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _flag_candidates() -> list[tuple[str, ...]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
 import shutil
 import socket
@@ -21,11 +20,17 @@ import subprocess
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
+from services.common.locks import file_lock
 from services.stack.procs import (
-    ServerRecord, StackError, free_port, is_alive, spawn, stop, wait_until,
+    ServerRecord,
+    StackError,
+    free_port,
+    is_alive,
+    spawn,
+    stop,
+    wait_until,
 )
 
 KAFKA_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
@@ -67,14 +72,6 @@ def jars_present(libs_dir: Path) -> bool:
     return any(libs_dir.glob("kafka_2.13-*.jar"))
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
-        yield
-
-
 def _run_maven(output_dir: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -101,7 +98,7 @@ def ensure_kafka_jars(libs_dir: Path | None = None) -> Path:
     libs_dir = (libs_dir or default_libs_dir()).expanduser()
     if jars_present(libs_dir):
         return libs_dir
-    with _file_lock(libs_dir.parent / f".{libs_dir.name}.lock"):
+    with file_lock(libs_dir.parent / f".{libs_dir.name}.lock", MAVEN_TIMEOUT_S):
         if jars_present(libs_dir):
             return libs_dir
         staging = Path(tempfile.mkdtemp(prefix=f".{libs_dir.name}-", dir=libs_dir.parent))

@@ -134,7 +134,7 @@ def wait_until(
     while time.monotonic() < deadline:
         try:
             return check()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as exc:
             last = exc
         if pid is not None and not is_alive(pid):
             break

@@ -32,7 +32,8 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.images import Image
 
-from services.stack.docker_daemon import ensure_docker, file_lock
+from services.common.locks import file_lock
+from services.stack.docker_daemon import ensure_docker
 from services.stack.procs import StackError, stop
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from services.cli.pipeline import run_pipeline
 from services.common.bus import ensure_topics
 from services.common.contracts.events import DeadLetter
 from services.common.ids import new_run_id
-from services.dedup.stats import iter_records
 from services.common.settings import KafkaSettings
+from services.dedup.stats import iter_records
 from services.intent.settings import IntentSettings
 
 N_INTENTS = 6

@@ -48,7 +48,7 @@ def mpnet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("models")
     procs = [_resolve_in_subprocess(cache) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     assert {out.strip() for out, _ in outputs} == {str(cache / MPNET)}
     return cache

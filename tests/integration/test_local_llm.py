@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from openai import OpenAI
 
 from services.common.llm.local_server import (
