@@ -4,6 +4,7 @@
     ise service NAME        run one service (intent | dedup | simulator | executor)
     ise stack up|down|status
     ise stats RUN_DIR       print the statistics of a written dataset
+    ise docs                write the AsyncAPI document of each service
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="manage the embedded Kafka, Redis, Docker and workspace image")
     stack.add_argument("action", choices=("up", "down", "status"))
     stack.add_argument("--no-image", action="store_true", help="with up: skip the workspace image")
+
+    docs = sub.add_parser("docs", help="write each service's AsyncAPI document (docs/asyncapi/)")
+    docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
 
     stats = sub.add_parser("stats", help="print (and save) the statistics of a run's dataset")
     stats.add_argument("run_dir", type=Path)
@@ -116,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             return _service(args.name)
         if args.command == "stack":
             return _stack(args.action, args.no_image)
+        if args.command == "docs":
+            from services.cli.docs_cmd import DOCS_DIR, write_docs
+
+            for path in write_docs(args.out or DOCS_DIR):
+                print(path)
+            return 0
         from services.dedup.stats import write_stats
 
         path = write_stats(args.run_dir)

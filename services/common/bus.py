@@ -82,6 +82,7 @@ class EventBus:
         self.topics = settings.topics
         self.service = service
         self.producer_name = f"{service}@{socket.gethostname()}:{os.getpid()}"
+        self._dlq_declared = False
         self.broker = KafkaBroker(
             settings.bootstrap.split(","),
             client_id=f"ise-{service}",
@@ -104,6 +105,12 @@ class EventBus:
             payload.encode(), topic, key=key.encode(), headers={"content-type": "application/json"}
         )
 
+    def declare(self, topic: str, model: type[Envelope]) -> None:
+        """Record that this service publishes ``model`` on ``topic`` (for the AsyncAPI document)."""
+        self.broker.publisher(
+            topic, title=f"{self.service}:{topic}", description=(model.__doc__ or "").strip(), schema=model
+        )
+
     def subscribe(
         self,
         topic: str,
@@ -117,6 +124,9 @@ class EventBus:
     ) -> None:
         """Consume ``topic`` in the group ``(service, purpose)``, ``max_workers`` partitions at once."""
         policy = retry or RetryPolicy()
+        if not self._dlq_declared:
+            self.declare(self.topics.dlq, DeadLetter)
+            self._dlq_declared = True
         subscriber = self.broker.subscriber(
             topic,
             group_id=self.settings.group(self.service, purpose),
@@ -126,6 +136,7 @@ class EventBus:
             max_poll_interval_ms=max_poll_interval_ms,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             title=f"{self.service}.{purpose}",
+            description=f"Consumes {model.__name__} events: {(model.__doc__ or '').strip()}",
         )
 
         async def on_message(message: KafkaMessage) -> None:

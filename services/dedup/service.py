@@ -17,7 +17,7 @@ from services.common.contracts.events import IntentProposed, IntentRejected, Tas
 from services.common.contracts.messages import Verdict
 from services.common.ids import episode_id
 from services.common.state import RunProgress, StateStore
-from services.dedup.embedder import Embedder
+from services.dedup.embedder import Embedder, build_embedder
 from services.dedup.gate import IntentGate
 from services.dedup.record import training_record
 from services.dedup.settings import DedupSettings
@@ -33,13 +33,30 @@ class SavedDecision(StrictModel):
 
 
 class DedupService:
-    def __init__(self, bus: EventBus, store: StateStore, embedder: Embedder, settings: DedupSettings, instance: str) -> None:
+    def __init__(
+        self, bus: EventBus, store: StateStore, embedder: Embedder | None, settings: DedupSettings, instance: str
+    ) -> None:
         self.bus = bus
         self.store = store
-        self.embedder = embedder
+        self._embedder = embedder
         self.settings = settings
         self.writer = DatasetWriter(Path(settings.dataset_dir), instance, settings.shard_lines)
         self.pools: dict[str, IntentGate] = {}
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            raise RuntimeError("DedupService.load_model() must run before the gate consumes")
+        return self._embedder
+
+    async def load_model(self) -> None:
+        """Load the embedding model (seconds of CPU) in a worker thread, once."""
+        if self._embedder is None:
+            self._embedder = await asyncio.to_thread(build_embedder, self.settings)
+
+    async def close(self) -> None:
+        if self._embedder is not None:
+            await asyncio.to_thread(self._embedder.close)
 
     def _pool(self, run_id: str) -> IntentGate:
         if run_id not in self.pools:

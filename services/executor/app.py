@@ -6,7 +6,7 @@ import grpc
 from faststream import FastStream
 
 from services.common.bus import EventBus
-from services.common.contracts.events import UserTurn
+from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.llm.client import LLMClient
 from services.common.runner import build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
@@ -39,6 +39,7 @@ def create_app() -> FastStream:
         max_workers=settings.concurrency,
         max_poll_interval_ms=int(settings.turn_timeout_s * 1000) + 60_000,
     )
+    bus.declare(bus.topics.turns_agent, AgentTurn)
     servers: list[grpc.aio.Server] = []
 
     async def start_grpc() -> None:

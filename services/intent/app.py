@@ -6,12 +6,20 @@ Unlike the other services it is a producer only: a run starts it once (``ise ser
 from __future__ import annotations
 
 from services.common.bus import EventBus, ensure_topics
+from services.common.contracts.events import IntentProposed
 from services.common.llm.client import LLMClient
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import RunProgress, StateStore
 from services.intent.catalog import load_catalog
 from services.intent.job import generate
 from services.intent.settings import IntentSettings
+
+
+def describe() -> EventBus:
+    """The job's bus with what it publishes declared (for the AsyncAPI document)."""
+    bus = EventBus(KafkaSettings(), "intent")
+    bus.declare(bus.topics.intents_proposed, IntentProposed)
+    return bus
 
 
 async def run_job(run_id: str, settings: IntentSettings | None = None) -> dict[str, int]:

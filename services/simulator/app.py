@@ -5,7 +5,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from services.common.bus import EventBus
-from services.common.contracts.events import AgentTurn, TaskReady
+from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.llm.client import LLMClient
 from services.common.runner import build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
@@ -25,6 +25,10 @@ def create_app() -> FastStream:
     bus.subscribe(
         bus.topics.turns_agent, AgentTurn, service.on_agent_turn, purpose="turns", max_workers=settings.concurrency
     )
+
+    bus.declare(bus.topics.turns_user, UserTurn)
+    bus.declare(bus.topics.trajectories_finished, TrajectoryFinished)
+    bus.declare(bus.topics.tasks, TaskReady)
 
     async def stop() -> None:
         await store.close()
