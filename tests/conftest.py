@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from services.common.bus import EventBus, ensure_topics
 from services.common.llm.scripted_server import ScriptedLLMServer
@@ -115,6 +116,28 @@ def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefi
         env[f"ISE_LLM_{role.upper()}_API_KEY"] = "scripted"
         env[f"ISE_LLM_{role.upper()}_MAX_RETRIES"] = "0"
     return env
+
+
+async def _read_topic(bootstrap: str, topic: str, expect: int, timeout_ms: int = 15_000) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        while len(values) < expect:
+            batch = await consumer.getmany(timeout_ms=timeout_ms)
+            if not batch:
+                break
+            values += [r.value for records in batch.values() for r in records]
+        return values
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture
+def read_topic() -> object:
+    """``await read_topic(bootstrap, topic, expect)``: the raw values on a topic, from the start,
+    until ``expect`` arrived or nothing came for a while."""
+    return _read_topic
 
 
 @pytest.fixture

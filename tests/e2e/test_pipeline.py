@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import docker
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from services.cli.pipeline import run_pipeline
 from services.common.bus import ensure_topics
@@ -35,28 +35,13 @@ async def _publish_garbage(bootstrap: str, topic: str) -> None:
         await producer.stop()
 
 
-async def _read_all(bootstrap: str, topic: str, expect: int, timeout_ms: int = 20_000) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    try:
-        values: list[bytes] = []
-        while len(values) < expect:
-            batch = await consumer.getmany(timeout_ms=timeout_ms)
-            if not batch:
-                break
-            values += [r.value for records in batch.values() for r in records]
-        return values
-    finally:
-        await consumer.stop()
-
-
 def _tool_outputs(record: dict) -> dict[str, tuple[str, str]]:
     """tool_call_id -> (function name, tool message content)."""
     names = {c["id"]: c["function"]["name"] for m in record["messages"] for c in m.get("tool_calls") or []}
     return {m["tool_call_id"]: (names[m["tool_call_id"]], m["content"]) for m in record["messages"] if m["role"] == "tool"}
 
 
-async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, out_dir: Path) -> None:
+async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, out_dir: Path, read_topic) -> None:
     env = pipeline_env("default")
     bootstrap = stack_endpoints.kafka_bootstrap
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"{prefix}.", partitions=4)
@@ -102,7 +87,7 @@ async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, o
         assert meta["intent"]["complexity"] in {"simple", "medium", "complex"}
         assert meta["workspace_image"]
 
-    letters = [DeadLetter.model_validate_json(v) for v in await _read_all(bootstrap, kafka.topics.dlq, expect=1)]
+    letters = [DeadLetter.model_validate_json(v) for v in await read_topic(bootstrap, kafka.topics.dlq, 1)]
     assert [(d.source_topic, d.error_type) for d in letters] == [(kafka.topics.tasks, "ContractError")]
     assert "surprise" in letters[0].payload
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
 from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
 from services.common.contracts.messages import ChatMessage, Verdict
@@ -47,27 +45,12 @@ def llm(base_url: str, role: str) -> LLMClient:
     return LLMClient(LLMSettings(base_url=base_url, model=f"default:{role}", max_retries=0), role)
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    try:
-        values: list[bytes] = []
-        while len(values) < expect:
-            batch = await consumer.getmany(timeout_ms=10_000)
-            if not batch:
-                break
-            values += [r.value for records in batch.values() for r in records]
-        return values
-    finally:
-        await consumer.stop()
-
-
 def agent_requests(scripted) -> int:
     return sum(1 for r in scripted.requests() if r["model"] == "default:agent")
 
 
 async def test_redelivered_user_turn_is_answered_from_state(
-    bus_factory, store, scripted_llm, stack_endpoints, kafka_settings, prefix: str
+    bus_factory, store, scripted_llm, stack_endpoints, kafka_settings, prefix: str, read_topic
 ) -> None:
     bus = await bus_factory("executor")
     settings = ExecutorSettings(image=stack_endpoints.workspace_image, container_prefix=f"ise-{prefix}")
