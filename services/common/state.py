@@ -21,6 +21,14 @@ class StateStore:
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.redis: aioredis.Redis = aioredis.from_url(settings.url, decode_responses=True)
+        self._binary: aioredis.Redis | None = None
+
+    @property
+    def binary(self) -> aioredis.Redis:
+        """A second connection that returns bytes, for binary values (e.g. vectors)."""
+        if self._binary is None:
+            self._binary = aioredis.from_url(self.settings.url, decode_responses=False)
+        return self._binary
 
     def key(self, *parts: str) -> str:
         return ":".join((self.settings.key_prefix, *parts))
@@ -30,6 +38,8 @@ class StateStore:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._binary is not None:
+            await self._binary.aclose()
 
     async def get_model(self, key: str, model: type[M]) -> M | None:
         raw = await self.redis.get(key)

@@ -11,23 +11,29 @@ from services.common.contracts.events import IntentProposed, IntentRejected, Tas
 from services.common.runner import build_app
 from services.common.settings import KafkaSettings, RedisSettings
 from services.common.state import StateStore
-from services.dedup.service import DedupService
+from services.dedup.gate_service import GateService
 from services.dedup.settings import DedupSettings
+from services.dedup.sink import SinkService
 
 
 def create_app() -> FastStream:
     settings = DedupSettings()
-    bus = EventBus(KafkaSettings(), "dedup")
+    kafka = KafkaSettings()
+    bus = EventBus(kafka, "dedup")
     store = StateStore(RedisSettings())
-    service = DedupService(bus, store, None, settings, instance=socket.gethostname())
-    bus.subscribe(bus.topics.intents_proposed, IntentProposed, service.on_proposed, purpose="gate")
-    bus.subscribe(bus.topics.trajectories_finished, TrajectoryFinished, service.on_finished, purpose="sink")
+    gate = GateService(bus, store, settings)
+    sink = SinkService(store, settings, instance=socket.gethostname())
+    # concurrent proposals (one per partition) share batched model calls
+    bus.subscribe(
+        bus.topics.intents_proposed, IntentProposed, gate.on_proposed, purpose="gate", max_workers=kafka.partitions
+    )
+    bus.subscribe(bus.topics.trajectories_finished, TrajectoryFinished, sink.on_finished, purpose="sink")
     bus.declare(bus.topics.tasks, TaskReady)
     bus.declare(bus.topics.intents_rejected, IntentRejected)
 
     async def stop() -> None:
-        await service.close()
+        await gate.close()
         await store.close()
 
-    # the model loads before the broker starts consuming
-    return build_app(bus, on_startup=[service.load_model], on_shutdown=[stop])
+    # on_startup runs before the broker consumes: the model loads and the pools are rebuilt
+    return build_app(bus, on_startup=[gate.start], on_shutdown=[stop])

@@ -40,10 +40,17 @@ class IntentGate:
         self.threshold = threshold
         self._matrix = np.zeros((initial_capacity, dim), dtype=np.float32)
         self._ids: list[str] = []
+        self._index: set[str] = set()
         self._hashes: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def __contains__(self, intent_id: object) -> bool:
+        return intent_id in self._index
+
+    def nbytes(self) -> int:
+        return int(self._matrix.nbytes)
 
     def check(self, text: str, vector: np.ndarray) -> GateDecision:
         exact = self._hashes.get(text_hash(text))
@@ -66,4 +73,5 @@ class IntentGate:
             self._matrix = grown
         self._matrix[n] = vector
         self._ids.append(intent_id)
+        self._index.add(intent_id)
         self._hashes[text_hash(text)] = intent_id

@@ -16,9 +16,8 @@ from services.common.contracts.messages import ChatMessage, Verdict
 from services.common.llm.client import LLMClient
 from services.common.settings import LLMSettings
 from services.common.state import RunProgress
-from services.dedup.embedder import build_embedder
-from services.dedup.service import DedupService
 from services.dedup.settings import DedupSettings
+from services.dedup.sink import SinkService
 from services.dedup.stats import iter_records
 from services.executor.agent_loop import LoopConfig
 from services.executor.episode import ExecEpisode
@@ -93,40 +92,30 @@ async def test_redelivered_agent_turn_does_not_advance_the_episode(bus_factory, 
     assert await RunProgress(store, "run-idem").snapshot() == {"episodes_started": 1}
 
 
-async def test_redelivered_trajectory_is_written_once(bus_factory, store, tmp_path: Path) -> None:
-    bus = await bus_factory("dedup")
-    settings = DedupSettings(model="all-MiniLM-L6-v2", dataset_dir=str(tmp_path))
-    embedder = await asyncio.to_thread(build_embedder, settings)
-    service = DedupService(bus, store, embedder, settings, instance="test")
+async def test_redelivered_trajectory_is_written_once(store, tmp_path: Path) -> None:
+    settings = DedupSettings(dataset_dir=str(tmp_path))
+    service = SinkService(store, settings, instance="test")
     finished = TrajectoryFinished(
         event_id="f", run_id="run-w", producer="test", episode_id="ep-w", intent=INTENT,
         verdict=Verdict.SUCCESS, user_turns=1,
         messages=[ChatMessage(role="user", content="Write the plan."), ChatMessage(role="assistant", content="Done.")],
     )
-    try:
-        for _ in range(3):
-            await service.on_finished(finished)
-        # a restarted replica (fresh writer, index rebuilt from the files) also skips it
-        await DedupService(bus, store, embedder, settings, instance="other").on_finished(finished)
-    finally:
-        embedder.close()
+    for _ in range(3):
+        await service.on_finished(finished)
+    # a restarted replica (fresh writer, index rebuilt from the files) also skips it
+    await SinkService(store, settings, instance="other").on_finished(finished)
     assert len(iter_records(tmp_path / "run-w")) == 1
     progress = await RunProgress(store, "run-w").snapshot()
     assert progress == {"verdict.success": 1, "episodes_final": 1}
 
 
-async def test_trajectory_without_turns_is_counted_not_written(bus_factory, store, tmp_path: Path) -> None:
-    bus = await bus_factory("dedup")
-    settings = DedupSettings(model="all-MiniLM-L6-v2", dataset_dir=str(tmp_path))
-    embedder = await asyncio.to_thread(build_embedder, settings)
+async def test_trajectory_without_turns_is_counted_not_written(store, tmp_path: Path) -> None:
+    settings = DedupSettings(dataset_dir=str(tmp_path))
     empty = TrajectoryFinished(
         event_id="f0", run_id="run-e", producer="test", episode_id="ep-e", intent=INTENT,
         verdict=Verdict.BLOCKED, messages=[], user_turns=0,
     )
-    try:
-        await DedupService(bus, store, embedder, settings, instance="test").on_finished(empty)
-    finally:
-        embedder.close()
+    await SinkService(store, settings, instance="test").on_finished(empty)
     assert iter_records(tmp_path / "run-e") == []
     progress = await RunProgress(store, "run-e").snapshot()
     assert progress == {"not_written.no_turns": 1, "verdict.blocked": 1, "episodes_final": 1}

@@ -1,0 +1,153 @@
+"""The intent gate's handler: proposed intent -> task (accepted) or rejection (duplicate).
+
+Embeddings are micro-batched across concurrent proposals and cached in Redis for accepted
+intents; decisions are saved in Redis before they are published (a redelivered proposal gets
+the same answer). Pools are per run and in memory; on start they are rebuilt by replaying
+``ise.tasks`` (the log of record), with vectors from the cache or recomputed in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pydantic import ValidationError
+
+from services.common.bus import EventBus
+from services.common.contracts.envelope import StrictModel
+from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady
+from services.common.ids import episode_id
+from services.common.replay import read_to_end
+from services.common.state import RunProgress, StateStore
+from services.dedup.batcher import EncodeBatcher
+from services.dedup.embedder import Embedder, build_embedder
+from services.dedup.gate import IntentGate
+from services.dedup.settings import DedupSettings
+from services.dedup.vector_cache import VectorCache
+
+log = logging.getLogger(__name__)
+REBUILD_BATCH = 256
+
+
+class SavedDecision(StrictModel):
+    topic: str
+    key: str
+    event: str
+
+
+class GateService:
+    def __init__(self, bus: EventBus, store: StateStore, settings: DedupSettings, embedder: Embedder | None = None) -> None:
+        self.bus = bus
+        self.store = store
+        self.settings = settings
+        self.pools: dict[str, IntentGate] = {}
+        self._embedder = embedder
+        self._batcher: EncodeBatcher | None = None
+        self._cache: VectorCache | None = None
+        self._lock = asyncio.Lock()  # check-then-add must not interleave
+
+    async def start(self) -> None:
+        """Load the model (in a worker thread) and rebuild the pools from ``ise.tasks``."""
+        if self._embedder is None:
+            self._embedder = await asyncio.to_thread(build_embedder, self.settings)
+        self._batcher = EncodeBatcher(self._embedder, max_batch=self.settings.batch_size)
+        self._cache = VectorCache(self.store, self._embedder.name, self._embedder.dim)
+        await self.rebuild()
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._embedder is not None:
+            await asyncio.to_thread(self._embedder.close)
+
+    def _pool(self, run_id: str) -> IntentGate:
+        if run_id not in self.pools:
+            self.pools[run_id] = IntentGate(self._dim(), self.settings.gate_threshold())
+        return self.pools[run_id]
+
+    def _dim(self) -> int:
+        if self._embedder is None or self._batcher is None or self._cache is None:
+            raise RuntimeError("GateService.start() must run before the gate consumes")
+        return self._embedder.dim
+
+    async def rebuild(self) -> int:
+        """Add every accepted intent on ``ise.tasks`` to its run's pool; return how many."""
+        self._dim()
+        started = time.monotonic()
+        tasks: list[TaskReady] = []
+        async for record in read_to_end(self.bus.settings, self.bus.topics.tasks):
+            try:
+                task = TaskReady.model_validate_json(record.value)
+            except ValidationError:
+                continue  # the DLQ already has it: the live consumer dead-letters bad records
+            if task.attempt == 0 and task.intent.intent_id not in self._pool(task.run_id):
+                tasks.append(task)
+        added = 0
+        for start in range(0, len(tasks), REBUILD_BATCH):
+            chunk = tasks[start : start + REBUILD_BATCH]
+            vectors = await self._vectors([t.intent.text for t in chunk])
+            for task, vector in zip(chunk, vectors, strict=True):
+                pool = self._pool(task.run_id)
+                if task.intent.intent_id not in pool:
+                    pool.add(task.intent.intent_id, task.intent.text, vector)
+                    added += 1
+        if added:
+            log.info("gate pools rebuilt from %s: %d intents in %.1fs", self.bus.topics.tasks, added, time.monotonic() - started)
+        return added
+
+    async def _vectors(self, texts: list[str]) -> list:
+        cache, embedder = self._cache, self._embedder
+        assert cache is not None and embedder is not None
+        found = await cache.get_many(texts)
+        missing = [i for i, v in enumerate(found) if v is None]
+        if missing:
+            rows = await embedder.encode_async([texts[i] for i in missing])
+            for i, row in zip(missing, rows, strict=True):
+                found[i] = row
+                await cache.put(texts[i], row)
+        return found
+
+    async def on_proposed(self, event: IntentProposed) -> None:
+        intent = event.intent
+        key = self.store.key("dedup", "decision", event.run_id, intent.intent_id)
+        saved = await self.store.get_model(key, SavedDecision)
+        if saved is None:
+            self._dim()
+            assert self._batcher is not None and self._cache is not None
+            vector = await self._batcher.encode(intent.text)
+            async with self._lock:
+                saved = await self._decide(event, vector)
+        await self.bus.publish_json(saved.event, saved.topic, saved.key)
+
+    async def _decide(self, event: IntentProposed, vector) -> SavedDecision:
+        intent = event.intent
+        key = self.store.key("dedup", "decision", event.run_id, intent.intent_id)
+        again = await self.store.get_model(key, SavedDecision)  # decided while we waited?
+        if again is not None:
+            return again
+        pool = self._pool(event.run_id)
+        decision = pool.check(intent.text, vector)
+        progress = RunProgress(self.store, event.run_id)
+        if decision.accepted:
+            pool.add(intent.intent_id, intent.text, vector)
+            await self._cache.put(intent.text, vector)  # type: ignore[union-attr]
+            ep = episode_id(event.run_id, intent.intent_id, 0)
+            task = TaskReady(
+                **self.bus.envelope("task", event.run_id, ep), episode_id=ep, attempt=0, intent=intent, seed=intent.seed
+            )
+            saved = SavedDecision(topic=self.bus.topics.tasks, key=ep, event=task.model_dump_json())
+            await progress.count_once("accepted", intent.intent_id)
+        else:
+            rejected = IntentRejected(
+                **self.bus.envelope("rejected", event.run_id, intent.intent_id),
+                intent=intent,
+                reason=decision.reason or "near_duplicate",
+                nearest_intent_id=decision.nearest_id,
+                similarity=decision.similarity,
+            )
+            saved = SavedDecision(topic=self.bus.topics.intents_rejected, key=intent.intent_id, event=rejected.model_dump_json())
+            await progress.count_once("rejected", intent.intent_id)
+            log.info("rejected %s: %s of %s (cos %.3f)", intent.intent_id, decision.reason, decision.nearest_id, decision.similarity)
+        await self.store.put_model(key, saved)
+        return saved
