@@ -21,5 +21,7 @@ def load_json(package: str, path: str) -> Any:
     return json.loads(load_text(package, path))
 
 
+@cache
 def load_yaml(package: str, path: str) -> Any:
+    """Parsed once per process; treat the result as read-only."""
     return yaml.safe_load(load_text(package, path))

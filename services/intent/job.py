@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 async def generate(
     bus: EventBus, progress: RunProgress, llm: LLMClient, catalog: Catalog, settings: IntentSettings
 ) -> dict[str, int]:
-    limits = RenderLimits(settings.min_words, settings.max_words, settings.render_attempts)
+    limits = RenderLimits(
+        settings.min_words,
+        settings.max_words,
+        settings.render_attempts,
+        settings.min_task_coverage,
+        settings.require_concrete_data,
+    )
     gate = asyncio.Semaphore(settings.concurrency)
     counts = {"proposed": 0, "render_failed": 0}
     bar = tqdm(total=settings.count, desc="intents", unit="intent", disable=None)
@@ -43,6 +49,7 @@ async def generate(
                 counts["render_failed"] += 1
                 await progress.count_once("render_failed", intent_id)
                 log.warning("intent %s not rendered: %s", intent_id, exc)
+                bar.update(1)
                 return
         intent = Intent(
             intent_id=intent_id,

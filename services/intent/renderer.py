@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from services.common.contracts.messages import Usage
 from services.common.errors import PermanentError
 from services.common.llm.client import LLMClient
-from services.common.resources import load_json, load_text
+from services.common.resources import load_json, load_text, load_yaml
 from services.intent.sampler import IntentTuple
 
-_FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|my|me|we|our|us)\b", re.IGNORECASE)
+_WORD = re.compile(r"[a-z0-9']+|!!")
+_CONCRETE = re.compile(r"\d|\b[\w-]+\.[a-z]{2,5}\b|\"[^\"]{2,}\"|`[^`]+`")
 
 
 class RenderError(PermanentError):
@@ -24,17 +25,45 @@ class RenderLimits:
     min_words: int = 12
     max_words: int = 400
     attempts: int = 3
+    min_task_coverage: float = 0.5
+    require_concrete_data: bool = True
 
 
-def validate_text(text: str, limits: RenderLimits) -> str | None:
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def task_coverage(text: str, tup: IntentTuple) -> float:
+    """Share of the tuple's tasks named in ``text`` by at least one content word (5-letter stems)."""
+    lists = load_yaml("services.intent", "prompts/validation.yaml")
+    stems = {w[:5] for w in _words(text)}
+    covered = 0
+    for task in tup.tasks:
+        keys = {w[:5] for w in _words(task.name) if w not in lists["stopwords"] and len(w) > 2}
+        covered += bool(keys & stems) or not keys
+    return covered / len(tup.tasks) if tup.tasks else 1.0
+
+
+def validate_text(text: str, limits: RenderLimits, tup: IntentTuple | None = None) -> str | None:
     """None when ``text`` is acceptable, else the reason it is not."""
-    words = len(text.split())
-    if words < limits.min_words:
-        return f"too short ({words} words < {limits.min_words})"
-    if words > limits.max_words:
-        return f"too long ({words} words > {limits.max_words})"
-    if not _FIRST_PERSON.search(text):
+    lists = load_yaml("services.intent", "prompts/validation.yaml")
+    words = _words(text)
+    if len(text.split()) < limits.min_words:
+        return f"too short ({len(text.split())} words < {limits.min_words})"
+    if len(text.split()) > limits.max_words:
+        return f"too long ({len(text.split())} words > {limits.max_words})"
+    if not set(words) & set(lists["first_person"]):
         return "not in the first person"
+    if limits.require_concrete_data and not _CONCRETE.search(text):
+        return "no concrete inline data (numbers, file names or quoted values)"
+    if tup is None:
+        return None
+    style = tup.persona.communication_style.lower()
+    if style in lists["formal_styles"] and (slang := set(words) & set(lists["casual_markers"])):
+        return f"casual words {sorted(slang)} from a persona whose style is {style}"
+    coverage = task_coverage(text, tup)
+    if coverage < limits.min_task_coverage:
+        return f"covers {coverage:.0%} of the sampled tasks (< {limits.min_task_coverage:.0%})"
     return None
 
 
@@ -79,7 +108,7 @@ async def render(
         except (ValueError, json.JSONDecodeError) as exc:
             problems.append(f"attempt {attempt}: {exc}")
             continue
-        problem = validate_text(text, limits)
+        problem = validate_text(text, limits, tup)
         if problem is None:
             return text, usage, attempt
         problems.append(f"attempt {attempt}: {problem}")

@@ -17,4 +17,6 @@ class IntentSettings(BaseSettings):
         "render.md", description="Prompt file under services/intent/prompts/ (render_small.md suits tiny models)."
     )
     min_words: int = Field(12, ge=1)
+    min_task_coverage: float = Field(0.5, ge=0, le=1, description="Share of sampled tasks the text must name.")
+    require_concrete_data: bool = Field(True, description="Reject requests without numbers, file names or values.")
     max_words: int = Field(400, ge=10)

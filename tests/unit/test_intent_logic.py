@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
 from services.common.errors import ConfigError
+from services.common.ids import derive_seed
 from services.intent.catalog import Catalog, check_catalog, load_catalog
 from services.intent.renderer import RenderLimits, extract_intent, validate_text
 from services.intent.sampler import sample_tuple
@@ -60,7 +62,7 @@ def test_catalog_check_names_the_problem(catalog: Catalog) -> None:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("I need you to sort my quarterly invoices by vendor and total them for the audit.", None),
+        ("I need you to sort my 40 quarterly invoices by vendor and total them for the audit.", None),
         ("Sort invoices.", "too short"),
         ("Sort the quarterly invoices by vendor and total them for the audit next week please.", "first person"),
     ],
@@ -75,3 +77,30 @@ def test_extract_intent_tolerates_fences() -> None:
     assert extract_intent("  I want plain prose  ") == "I want plain prose"
     with pytest.raises(ValueError):
         extract_intent('{"intent": 3}')
+
+
+def test_complexity_prior_chi_square(catalog: Catalog) -> None:
+    """10k seeded draws follow the 50/40/10 prior (chi-square, 2 dof, p > 0.001 -> stat < 13.82)."""
+    draws = 10_000
+    counts = {t.name: 0 for t in catalog.tiers}
+    for seed in range(draws):
+        counts[sample_tuple(catalog, derive_seed(0, seed)).complexity] += 1
+    total_weight = sum(t.weight for t in catalog.tiers)
+    expected = {t.name: draws * t.weight / total_weight for t in catalog.tiers}
+    assert expected == {"simple": 1000, "medium": 4000, "complex": 5000}
+    chi2 = sum((counts[k] - expected[k]) ** 2 / expected[k] for k in counts)
+    assert chi2 < 13.82, (counts, chi2)
+
+
+def test_validation_checks_coverage_data_and_register(catalog: Catalog) -> None:
+    tup = sample_tuple(catalog, 5)
+    named = ", ".join(t.name.lower() for t in tup.tasks)
+    good = f"I need your help this week: {named}. Use the numbers in budget.csv, 1200 rows, threshold 15%."
+    limits = RenderLimits()
+    assert validate_text(good, limits, tup) is None
+    vague = "I need your help this week with a few things around the office, please sort it out soon, 3 items."
+    assert "covers" in validate_text(vague, limits, tup)
+    no_data = f"I need your help this week: {named}. Please do it carefully and tell me when it is ready."
+    assert "concrete" in validate_text(no_data, limits, tup)
+    formal = replace(tup, persona=tup.persona.model_copy(update={"communication_style": "Formal"}))
+    assert "casual" in validate_text("hey " + good + " lol", limits, formal)
