@@ -5,6 +5,7 @@
     ise stack up|down|status
     ise stats RUN_DIR       print the statistics of a written dataset
     ise docs                write the AsyncAPI document of each service
+    ise intents import|export   intents.jsonl in the reference layout, into or out of a run
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from services.cli import intents_cmd
 from services.common.errors import ISEError
 from services.common.logs import setup_logging
 from services.stack.procs import StackError
@@ -59,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="manage the embedded Kafka, Redis, Docker and workspace image")
     stack.add_argument("action", choices=("up", "down", "status"))
     stack.add_argument("--no-image", action="store_true", help="with up: skip the workspace image")
+
+    intents_cmd.add_parser(sub)
 
     docs = sub.add_parser("docs", help="write each service's AsyncAPI document (docs/asyncapi/)")
     docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
@@ -120,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return _service(args.name)
         if args.command == "stack":
             return _stack(args.action, args.no_image)
+        if args.command == "intents":
+            return intents_cmd.run(args)
         if args.command == "docs":
             from services.cli.docs_cmd import DOCS_DIR, write_docs
 

@@ -93,8 +93,9 @@ class EventBus:
         )
 
     def envelope(self, kind: str, run_id: str, *parts: object) -> dict[str, str]:
-        """Envelope fields for a new event whose id derives from ``kind`` and ``parts``."""
-        return {"event_id": event_id(kind, *parts), "run_id": run_id, "producer": self.producer_name}
+        """Envelope fields for a new event whose id derives from ``kind``, the run and ``parts``
+        (the same inputs in the same run give the same id; another run gets other ids)."""
+        return {"event_id": event_id(kind, run_id, *parts), "run_id": run_id, "producer": self.producer_name}
 
     async def publish(self, event: Envelope, topic: str, key: str) -> None:
         await self.publish_json(event.model_dump_json(), topic, key)
