@@ -10,7 +10,10 @@ import yaml
 from services.common.contracts.intent import DomainRef, Persona
 from services.common.errors import ConfigError
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser reads the catalogs ~10x faster
 CATALOG_DIR = Path(__file__).parent / "catalogs"
+# Task needs the offline workspace cannot meet (see the vocabulary in catalogs/tasks.yaml).
+OFFLINE_EXCLUDED_NEEDS = frozenset({"internet", "credentials", "device", "gui", "software"})
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,10 @@ def _read(directory: Path, name: str) -> object:
     path = directory / name
     if not path.exists():
         raise ConfigError(f"catalog file missing: {path}")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
 
 
-def load_catalog(directory: Path = CATALOG_DIR, *, excluded_needs: frozenset[str] = frozenset({"internet", "device"})) -> Catalog:
+def load_catalog(directory: Path = CATALOG_DIR, *, excluded_needs: frozenset[str] = OFFLINE_EXCLUDED_NEEDS) -> Catalog:
     personas = tuple(Persona.model_validate(p) for p in _read(directory, "personas.yaml"))  # type: ignore[union-attr]
     domains = tuple(DomainRef.model_validate(d) for d in _read(directory, "domains.yaml"))  # type: ignore[union-attr]
     tasks = tuple(

@@ -59,7 +59,8 @@ def validate_text(text: str, limits: RenderLimits, tup: IntentTuple | None = Non
     if tup is None:
         return None
     style = tup.persona.communication_style.lower()
-    if style in lists["formal_styles"] and (slang := set(words) & set(lists["casual_markers"])):
+    formal = any(marker in style for marker in lists["formal_styles"])
+    if formal and (slang := set(words) & set(lists["casual_markers"])):
         return f"casual words {sorted(slang)} from a persona whose style is {style}"
     coverage = task_coverage(text, tup)
     if coverage < limits.min_task_coverage:
