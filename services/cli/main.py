@@ -6,6 +6,7 @@
     ise stats RUN_DIR       print the statistics of a written dataset
     ise docs                write the AsyncAPI document of each service
     ise intents import|export   intents.jsonl in the reference layout, into or out of a run
+    ise diversity POOL.jsonl    Vendi (q=1,2,inf; per cell), Distinct-N, Vendi-vs-size curve (PNG)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from services.cli import intents_cmd
+from services.cli import diversity_cmd, intents_cmd
 from services.common.errors import ISEError
 from services.common.logs import setup_logging
 from services.stack.procs import StackError
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-image", action="store_true", help="with up: skip the workspace image")
 
     intents_cmd.add_parser(sub)
+    diversity_cmd.add_parser(sub)
 
     docs = sub.add_parser("docs", help="write each service's AsyncAPI document (docs/asyncapi/)")
     docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             return _service(args.name)
         if args.command == "stack":
             return _stack(args.action, args.no_image)
+        if args.command == "diversity":
+            return diversity_cmd.run(args)
         if args.command == "intents":
             return intents_cmd.run(args)
         if args.command == "docs":
