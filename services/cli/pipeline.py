@@ -7,6 +7,7 @@ Used by ``ise run`` and by the end-to-end test, so both exercise the same proces
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -133,11 +134,13 @@ async def run_pipeline(
             },
         )
         snap = await wait_for_run(store, run_id, pipeline, timeout_s)
+        raw = await store.redis.get(store.key("run", run_id, "diversity"))
     finally:
         pipeline.stop()
         await store.close()
     run_dir.mkdir(parents=True, exist_ok=True)
-    stats = write_stats(run_dir, {"run_id": run_id, "progress": snap})
+    diversity = json.loads(raw) if raw else {}
+    stats = write_stats(run_dir, {"run_id": run_id, "progress": snap, "intent_diversity": diversity})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
     return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
 

@@ -34,6 +34,13 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vendi_line(report: dict) -> str:
+    overall = report.get("overall") or {}
+    if not overall:
+        return "no accepted intents"
+    return f"Vendi {overall['q1']:.2f} (q=1, cosine) over {overall['n']} accepted intents"
+
+
 def summary(result: RunResult, mode: str, quality: str) -> str:
     p = result.progress
     stats = json.loads(result.stats_path.read_text())
@@ -45,6 +52,7 @@ def summary(result: RunResult, mode: str, quality: str) -> str:
         f"  LLM          {mode}: {quality}",
         f"  intents      {p.get('proposed', 0)} proposed, {p.get('accepted', 0)} accepted, "
         f"{p.get('rejected', 0)} rejected as duplicates, {p.get('render_failed', 0)} failed to render",
+        f"  diversity    {_vendi_line(stats.get('intent_diversity') or {})}",
         f"  episodes     {p.get('episodes_final', 0)} finished ({verdicts}); "
         f"{p.get('infra_retries', 0)} infrastructure retries",
         f"  dataset      {stats['trajectories']} trajectories in {len(shards)} shard(s) under {result.run_dir}",

@@ -9,14 +9,17 @@ the same answer). Pools are per run and in memory; on start they are rebuilt by 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
+import numpy as np
 from pydantic import ValidationError
 
 from services.common.bus import EventBus
 from services.common.contracts.envelope import StrictModel
 from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady
+from services.common.contracts.intent import Intent
 from services.common.ids import episode_id
 from services.common.replay import read_to_end
 from services.common.state import RunProgress, StateStore
@@ -25,9 +28,11 @@ from services.dedup.embedder import Embedder, build_embedder
 from services.dedup.gate import IntentGate
 from services.dedup.settings import DedupSettings
 from services.dedup.vector_cache import VectorCache
+from services.dedup.vendi import VendiByCell
 
 log = logging.getLogger(__name__)
 REBUILD_BATCH = 256
+REPORT_DELAY_S = 1.0
 
 
 class SavedDecision(StrictModel):
@@ -46,6 +51,8 @@ class GateService:
         self._batcher: EncodeBatcher | None = None
         self._cache: VectorCache | None = None
         self._lock = asyncio.Lock()  # check-then-add must not interleave
+        self.diversity: dict[str, VendiByCell] = {}  # per run, over the accepted pool (XᵀX is a sum)
+        self._reports: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """Load the model (in a worker thread) and rebuild the pools from ``ise.tasks``."""
@@ -56,6 +63,10 @@ class GateService:
         await self.rebuild()
 
     async def close(self) -> None:
+        for run_id, task in list(self._reports.items()):
+            if not task.done():  # write the last report now rather than lose it
+                task.cancel()
+                await self.diversity_report(run_id)
         if self._batcher is not None:
             await self._batcher.close()
         if self._embedder is not None:
@@ -65,6 +76,29 @@ class GateService:
         if run_id not in self.pools:
             self.pools[run_id] = IntentGate(self._dim(), self.settings.gate_threshold())
         return self.pools[run_id]
+
+    def _accept(self, run_id: str, intent: Intent, vector: np.ndarray) -> None:
+        self._pool(run_id).add(intent.intent_id, intent.text, vector)
+        cells = self.diversity.setdefault(run_id, VendiByCell(self._dim()))
+        cells.add(vector[None, :], [{"domain": [d.id for d in intent.domains], "complexity": intent.complexity}])
+        if run_id not in self._reports or self._reports[run_id].done():  # coalesce: one report per second
+            self._reports[run_id] = asyncio.create_task(self._report_soon(run_id))
+
+    async def _report_soon(self, run_id: str) -> None:
+        await asyncio.sleep(REPORT_DELAY_S)
+        await self.diversity_report(run_id)
+
+    async def diversity_report(self, run_id: str) -> dict[str, object] | None:
+        """Exact Vendi (q=1, 2, inf) of the run's accepted pool, overall and per cell (d x d eigen,
+        in a worker thread), saved in Redis for ``ise run`` and other readers."""
+        cells = self.diversity.get(run_id)
+        if cells is None:
+            return None
+        report = await asyncio.to_thread(cells.report)
+        await self.store.redis.set(
+            self.store.key("run", run_id, "diversity"), json.dumps(report), ex=self.store.settings.state_ttl_s
+        )
+        return report
 
     def _dim(self) -> int:
         if self._embedder is None or self._batcher is None or self._cache is None:
@@ -88,9 +122,8 @@ class GateService:
             chunk = tasks[start : start + REBUILD_BATCH]
             vectors = await self._vectors([t.intent.text for t in chunk])
             for task, vector in zip(chunk, vectors, strict=True):
-                pool = self._pool(task.run_id)
-                if task.intent.intent_id not in pool:
-                    pool.add(task.intent.intent_id, task.intent.text, vector)
+                if task.intent.intent_id not in self._pool(task.run_id):
+                    self._accept(task.run_id, task.intent, vector)
                     added += 1
         if added:
             log.info("gate pools rebuilt from %s: %d intents in %.1fs", self.bus.topics.tasks, added, time.monotonic() - started)
@@ -130,7 +163,7 @@ class GateService:
         decision = pool.check(intent.text, vector)
         progress = RunProgress(self.store, event.run_id)
         if decision.accepted:
-            pool.add(intent.intent_id, intent.text, vector)
+            self._accept(event.run_id, intent, vector)
             await self._cache.put(intent.text, vector)  # type: ignore[union-attr]
             ep = episode_id(event.run_id, intent.intent_id, 0)
             task = TaskReady(

@@ -96,5 +96,6 @@ async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, o
     assert leftovers == []
     stats = json.loads(result.stats_path.read_text())
     assert stats["trajectories"] == len(records)
+    assert stats["intent_diversity"]["overall"]["n"] == accepted  # exact Vendi of the accepted pool
     assert stats["tools"]["exec"] >= 3 * len(records)
 

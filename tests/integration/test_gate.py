@@ -64,9 +64,17 @@ async def test_gate_decisions_and_restart(bus_factory, store, kafka_settings, mp
     progress = await RunProgress(store, RUN).snapshot()
     assert (progress["accepted"], progress["rejected"]) == (16, 9)
 
+    report = await gate.diversity_report(RUN)
+    assert report["overall"]["n"] == 16 and 1 < report["overall"]["q1"] < 16
+    assert report["complexity"]["medium"]["n"] == 16 and report["domain"]["file-io"]["n"] == 16
+    saved = await store.redis.get(store.key("run", RUN, "diversity"))
+    assert saved and '"q1"' in saved
+
     restarted = GateService(bus, store, DedupSettings(), embedder=mpnet)
     await restarted.start()  # replays ise.tasks; vectors come from the Redis cache
     assert len(restarted.pools[RUN]) == 16
+    rebuilt = await restarted.diversity_report(RUN)
+    assert abs(rebuilt["overall"]["q1"] - report["overall"]["q1"]) < 1e-9  # same pool, same Vendi
     await restarted.on_proposed(proposal("late", PAIRS["paraphrase"][3][1] + " Thanks."))
     after = [IntentRejected.model_validate_json(v) for v in
              await read_topic(kafka_settings.bootstrap, kafka_settings.topics.intents_rejected, 10)]
