@@ -24,4 +24,4 @@ def load_json(package: str, path: str) -> Any:
 @cache
 def load_yaml(package: str, path: str) -> Any:
     """Parsed once per process; treat the result as read-only."""
-    return yaml.safe_load(load_text(package, path))
+    return yaml.load(load_text(package, path), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
