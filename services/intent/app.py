@@ -5,12 +5,14 @@ Unlike the other services it is a producer only: a run starts it once (``ise ser
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.common.bus import EventBus, ensure_topics
 from services.common.contracts.events import IntentProposed
 from services.common.llm.client import LLMClient
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import RunProgress, StateStore
-from services.intent.catalog import load_catalog
+from services.intent.catalog import CATALOG_DIR, load_catalog
 from services.intent.job import generate
 from services.intent.settings import IntentSettings
 
@@ -25,7 +27,8 @@ def describe() -> EventBus:
 async def run_job(run_id: str, settings: IntentSettings | None = None) -> dict[str, int]:
     settings = settings or IntentSettings()
     kafka = KafkaSettings()
-    catalog = load_catalog()
+    catalog_dir = Path(settings.catalog_dir) if settings.catalog_dir else CATALOG_DIR
+    catalog = load_catalog(catalog_dir, excluded_needs=frozenset(settings.exclude_needs))
     llm = LLMClient(LLMSettings.for_role("intent"), "intent")
     await ensure_topics(kafka)
     bus = EventBus(kafka, "intent")

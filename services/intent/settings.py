@@ -13,6 +13,11 @@ class IntentSettings(BaseSettings):
     seed: int = Field(0, description="Base seed: the same seed samples the same tuples.")
     concurrency: int = Field(4, ge=1, description="Renders in flight at once.")
     render_attempts: int = Field(3, ge=1)
+    catalog_dir: str = Field("", description="Folder with personas/domains/tasks/complexity YAML ('' = built in).")
+    exclude_needs: list[str] = Field(
+        default_factory=lambda: ["internet", "credentials", "device", "gui", "software"],
+        description="Tasks needing any of these are never sampled (JSON list; [] with a networked workspace).",
+    )
     prompt: str = Field(
         "render.md", description="Prompt file under services/intent/prompts/ (render_small.md suits tiny models)."
     )

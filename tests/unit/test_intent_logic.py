@@ -104,3 +104,16 @@ def test_validation_checks_coverage_data_and_register(catalog: Catalog) -> None:
     assert "concrete" in validate_text(no_data, limits, tup)
     formal = replace(tup, persona=tup.persona.model_copy(update={"communication_style": "Formal"}))
     assert "casual" in validate_text("hey " + good + " lol", limits, formal)
+
+
+def test_excluded_needs_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.intent.catalog import CATALOG_DIR
+    from services.intent.settings import IntentSettings
+
+    monkeypatch.setenv("ISE_INTENT_EXCLUDE_NEEDS", "[]")
+    settings = IntentSettings()
+    assert settings.exclude_needs == []
+    everything = load_catalog(CATALOG_DIR, excluded_needs=frozenset(settings.exclude_needs))
+    offline = load_catalog()
+    some_domain = next(d.id for d in offline.domains if len(everything.usable_tasks(d.id)) > len(offline.usable_tasks(d.id)))
+    assert any(t.needs for t in everything.usable_tasks(some_domain))
