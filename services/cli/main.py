@@ -136,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             for path in write_docs(args.out or DOCS_DIR):
                 print(path)
             return 0
-        from services.dedup.stats import write_stats
+        from services.dedup.stats import format_table, write_stats
 
         path = write_stats(args.run_dir)
-        print(json.dumps(json.loads(path.read_text()), indent=2))
+        print(format_table(json.loads(path.read_text())))
+        print(f"\n(saved as {path})")
         return 0
     except (ISEError, StackError) as exc:
         print(f"ise: error: {exc}", file=sys.stderr)

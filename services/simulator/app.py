@@ -19,7 +19,11 @@ def create_app() -> FastStream:
     settings = SimulatorSettings()
     bus = EventBus(KafkaSettings(), "simulator")
     store = StateStore(RedisSettings())
-    user = UserModel(LLMClient(LLMSettings.for_role("user"), "user"), parse_attempts=settings.parse_attempts)
+    user = UserModel(
+        LLMClient(LLMSettings.for_role("user"), "user"),
+        parse_attempts=settings.parse_attempts,
+        drift_retries=settings.drift_retries,
+    )
     service = SimulatorService(bus, store, user, settings)
     bus.subscribe(bus.topics.tasks, TaskReady, service.on_task, purpose="tasks", max_workers=settings.concurrency)
     bus.subscribe(

@@ -42,6 +42,9 @@ class SimEpisode(StrictModel):
     workspace_image: str = ""
     started_at: str = ""
     verdict: Verdict | None = None
+    verification_asked: bool = False
+    role_drift_regenerations: int = 0
+    role_drift_messages: int = 0
     outbox: list[OutboxItem] = Field(default_factory=list)
 
     def record(self, turn: AgentTurn) -> None:

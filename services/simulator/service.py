@@ -18,8 +18,9 @@ from services.common.ids import episode_id as make_episode_id
 from services.common.llm.client import LLMRequestError, LLMUnavailable
 from services.common.state import RunProgress, StateStore
 from services.simulator.episode import Exchange, OutboxItem, SimEpisode
+from services.simulator.role_drift import asks_for_verification
 from services.simulator.settings import SimulatorSettings
-from services.simulator.user_model import UserDecision, UserModel, UserModelError, agent_view
+from services.simulator.user_model import UserDecision, UserModel, UserModelError, agent_view, verification_request
 
 log = logging.getLogger(__name__)
 
@@ -75,34 +76,45 @@ class SimulatorService:
         infrastructure error (retried as a new attempt, never written) instead of stalling."""
         exchanges = [(x.query, x.view) for x in state.exchanges]
         try:
-            decision, usage = await self.user.decide(state.intent, exchanges)
+            decided = await self.user.decide(state.intent, exchanges)
         except (UserModelError, LLMUnavailable, LLMRequestError) as exc:
             self._finish(state, Verdict.INFRASTRUCTURE_ERROR, f"user simulator: {exc}")
             return
-        state.usage_user = state.usage_user + usage
+        state.usage_user = state.usage_user + decided.usage
         state.models["user"] = self.user.llm.model
-        self._advance(state, decision)
+        state.role_drift_regenerations += decided.drift_regenerations
+        state.role_drift_messages += int(decided.drifted)
+        self._advance(state, decided.decision)
 
     def _advance(self, state: SimEpisode, decision: UserDecision) -> None:
         if not state.exchanges and (decision.completed or not decision.query.strip()):
             self._finish(state, Verdict.BLOCKED, "the user model ended before delegating anything")
+        elif decision.completed and decision.is_success is not False and self._must_verify(state):
+            self._send(state, verification_request(state.seed))  # one check before a success
         elif decision.completed:
             ok = decision.is_success is not False
             self._finish(state, Verdict.SUCCESS if ok else Verdict.FAILED, decision.reason)
         elif not decision.query.strip():
             self._finish(state, Verdict.BLOCKED, decision.reason or "the user had no next message")
         else:
-            turn = len(state.exchanges)
-            state.exchanges.append(Exchange(query=decision.query.strip()))
-            state.turn = turn
-            user_turn = UserTurn(
-                **self.bus.envelope("user", state.run_id, state.episode_id, turn),
-                episode_id=state.episode_id,
-                turn=turn,
-                kind="message",
-                content=decision.query.strip(),
-            )
-            state.outbox = [self._item(self.bus.topics.turns_user, state.episode_id, user_turn)]
+            self._send(state, decision.query.strip())
+
+    def _must_verify(self, state: SimEpisode) -> bool:
+        return self.settings.require_verification and not state.verification_asked
+
+    def _send(self, state: SimEpisode, query: str) -> None:
+        turn = len(state.exchanges)
+        state.exchanges.append(Exchange(query=query))
+        state.turn = turn
+        state.verification_asked = state.verification_asked or asks_for_verification(query)
+        user_turn = UserTurn(
+            **self.bus.envelope("user", state.run_id, state.episode_id, turn),
+            episode_id=state.episode_id,
+            turn=turn,
+            kind="message",
+            content=query,
+        )
+        state.outbox = [self._item(self.bus.topics.turns_user, state.episode_id, user_turn)]
 
     def _finish(self, state: SimEpisode, verdict: Verdict, reason: str) -> None:
         state.verdict = verdict
@@ -131,6 +143,9 @@ class SimulatorService:
             models=state.models,
             seed=state.seed,
             workspace_image=state.workspace_image,
+            verification_asked=state.verification_asked,
+            role_drift_regenerations=state.role_drift_regenerations,
+            role_drift_messages=state.role_drift_messages,
             started_at=state.started_at,
             duration_ms=_ms_since(state.started_at),
         )

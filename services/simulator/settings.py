@@ -12,4 +12,8 @@ class SimulatorSettings(BaseSettings):
     max_turns: int = Field(12, ge=1, description="User turns before the episode ends as max_turns.")
     max_attempts: int = Field(3, ge=1, description="Attempts per intent when infrastructure fails.")
     parse_attempts: int = Field(3, ge=1, description="User-LLM calls per turn until a valid JSON decision.")
+    drift_retries: int = Field(2, ge=0, description="Regenerations of a user message that reads like the assistant.")
+    require_verification: bool = Field(
+        True, description="Before a successful finish, the user asks for one verification turn if it has not yet."
+    )
     concurrency: int = Field(4, ge=1, description="Partitions processed at once per replica.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -15,7 +16,8 @@ from services.common.contracts.intent import Intent
 from services.common.contracts.messages import OutcomeDigest, Usage
 from services.common.errors import TransientError
 from services.common.llm.client import LLMClient
-from services.common.resources import load_json, load_text
+from services.common.resources import load_json, load_text, load_yaml
+from services.simulator.role_drift import drift_reason
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
@@ -64,20 +66,41 @@ def agent_view(reply: str, digest: OutcomeDigest, error: str | None = None) -> s
     return f"{reply.strip() or '(no reply)'}\n\n{note}" + (f"\n[error] {error}" if error else "")
 
 
+@dataclass
+class Decided:
+    decision: UserDecision
+    usage: Usage
+    drift_regenerations: int = 0
+    drifted: bool = False  # the message kept sounding like the assistant after every regeneration
+
+
+def verification_request(seed: int) -> str:
+    """One of the verification requests of ``prompts/verify.yaml``, picked by the episode's seed."""
+    variants = load_yaml("services.simulator", "prompts/verify.yaml")
+    return variants[seed % len(variants)]
+
+
 class UserModel:
-    def __init__(self, llm: LLMClient, *, parse_attempts: int = 3) -> None:
+    def __init__(self, llm: LLMClient, *, parse_attempts: int = 3, drift_retries: int = 2) -> None:
         self.llm = llm
         self.parse_attempts = parse_attempts
+        self.drift_retries = drift_retries
 
-    async def decide(self, intent: Intent, exchanges: list[tuple[str, str]]) -> tuple[UserDecision, Usage]:
-        """Next decision given the (user query, agent view) exchanges so far."""
+    async def decide(self, intent: Intent, exchanges: list[tuple[str, str]]) -> Decided:
+        """Next decision given the (user query, agent view) exchanges so far.
+
+        A message that reads like the assistant (role drift) is regenerated up to
+        ``drift_retries`` times; if it still drifts, the least bad one is used and flagged.
+        """
         messages: list[dict[str, object]] = [{"role": "system", "content": system_prompt(intent)}]
         for query, view in exchanges:
             messages += [{"role": "user", "content": query}, {"role": "assistant", "content": view}]
         messages.append({"role": "user", "content": load_text("services.simulator", "prompts/next_turn.md")})
         usage = Usage()
         last_error = ""
-        for _ in range(self.parse_attempts):
+        drifted: UserDecision | None = None
+        regenerations = 0
+        for _ in range(self.parse_attempts + self.drift_retries):
             schema = load_json("services.simulator", "prompts/decision.schema.json")
             result = await self.llm.chat(messages, json_schema=schema)
             usage = usage + result.usage
@@ -89,5 +112,13 @@ class UserModel:
             if not exchanges and (decision.completed or not decision.query.strip()):
                 last_error = "the first decision must be a request to the assistant"
                 continue  # nothing was delegated yet: ending now is never a valid move
-            return decision, usage
+            if not decision.completed and drift_reason(decision.query):
+                drifted = decision
+                if regenerations < self.drift_retries:
+                    regenerations += 1
+                    continue
+                return Decided(decision, usage, regenerations, drifted=True)
+            return Decided(decision, usage, regenerations)
+        if drifted is not None:
+            return Decided(drifted, usage, regenerations, drifted=True)
         raise UserModelError(f"user model gave no valid decision in {self.parse_attempts} tries: {last_error}")

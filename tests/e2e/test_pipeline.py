@@ -98,4 +98,6 @@ async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, o
     assert stats["trajectories"] == len(records)
     assert stats["intent_diversity"]["overall"]["n"] == accepted  # exact Vendi of the accepted pool
     assert stats["tools"]["exec"] >= 3 * len(records)
+    assert stats["verified_share"] == 1.0 and stats["role_drift_rate"] == 0.0
+    assert sum(stats["domain_x_tool"].values()) >= stats["tools"]["exec"]
 

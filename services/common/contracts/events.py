@@ -94,6 +94,9 @@ class TrajectoryFinished(Envelope):
     models: dict[str, str] = Field(default_factory=dict)
     seed: int = 0
     workspace_image: str = ""
+    verification_asked: bool = False
+    role_drift_regenerations: int = Field(0, description="User messages regenerated for sounding like the assistant.")
+    role_drift_messages: int = Field(0, description="User messages kept although they still drifted.")
     started_at: str = ""
     duration_ms: int = 0
 
