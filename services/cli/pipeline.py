@@ -65,6 +65,12 @@ class LocalPipeline:
         self.procs[label] = proc
         return proc
 
+    def kill(self, label: str) -> None:
+        """SIGKILL one process (a crash, not a clean stop) and forget it."""
+        proc = self.procs.pop(label)
+        proc.kill()
+        proc.wait(timeout=10)
+
     def check_alive(self) -> None:
         """Raise with its log tail if a service died (a finished job with exit code 0 is fine)."""
         for label, proc in self.procs.items():
