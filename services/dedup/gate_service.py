@@ -53,6 +53,7 @@ class GateService:
         self._lock = asyncio.Lock()  # check-then-add must not interleave
         self.diversity: dict[str, VendiByCell] = {}  # per run, over the accepted pool (XᵀX is a sum)
         self._reports: dict[str, asyncio.Task[None]] = {}
+        self._stale: set[str] = set()
 
     async def start(self) -> None:
         """Load the model (in a worker thread) and rebuild the pools from ``ise.tasks``."""
@@ -81,12 +82,15 @@ class GateService:
         self._pool(run_id).add(intent.intent_id, intent.text, vector)
         cells = self.diversity.setdefault(run_id, VendiByCell(self._dim()))
         cells.add(vector[None, :], [{"domain": [d.id for d in intent.domains], "complexity": intent.complexity}])
+        self._stale.add(run_id)
         if run_id not in self._reports or self._reports[run_id].done():  # coalesce: one report per second
             self._reports[run_id] = asyncio.create_task(self._report_soon(run_id))
 
     async def _report_soon(self, run_id: str) -> None:
-        await asyncio.sleep(REPORT_DELAY_S)
-        await self.diversity_report(run_id)
+        while run_id in self._stale:  # accepts that land while a report is computed trigger another
+            await asyncio.sleep(REPORT_DELAY_S)
+            self._stale.discard(run_id)
+            await self.diversity_report(run_id)
 
     async def diversity_report(self, run_id: str) -> dict[str, object] | None:
         """Exact Vendi (q=1, 2, inf) of the run's accepted pool, overall and per cell (d x d eigen,
