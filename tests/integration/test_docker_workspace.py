@@ -93,6 +93,8 @@ def test_exec_reports_real_exit_codes_and_streams(backend: DockerWorkspaceBacken
 
     ok = backend.exec(episode, "mkdir -p sub/dir && cd sub && pwd", workdir=None, timeout_s=10)
     assert (ok.exit_code, ok.stdout) == (0, "/workspace/sub\n")
+    back = backend.exec(episode, "pwd; cd /workspace", workdir=None, timeout_s=10)
+    assert back.stdout == "/workspace/sub\n", "the long-lived shell keeps its cwd"
     inside = backend.exec(episode, "pwd", workdir="sub/dir", timeout_s=10)
     assert inside.stdout == "/workspace/sub/dir\n"
     missing = backend.exec(episode, "pwd", workdir="/no/such/dir", timeout_s=10)

@@ -5,9 +5,12 @@ A workspace is a container named ``{prefix}-{episode_id}`` labelled ``ise.manage
 running ``sleep infinity`` under Docker's init with memory/pids/CPU limits and no network
 unless the limits allow it.  Images are never pulled (there may be no registry).
 
-Commands run through the low-level exec API as ``timeout -k 2 <t> bash -lc <cmd>``: the
-in-container ``timeout`` kills the whole process group past the deadline; a host-side watchdog
-closes the stream if even that hangs.  Output is drained as it streams and only the first
+The agent's ``exec`` runs, by default (``shell="persistent"``), in the episode's long-lived
+shell (``shell.py``: one ``docker exec -i`` driver per episode, ~1 ms a command, ``cd`` and
+exports persist; a ``workdir`` runs that one command in a subshell there).  With
+``shell="exec"`` (and for file helpers, or when the driver cannot start) each command is its own
+``docker exec`` of ``timeout -k 2 <t> bash -lc <cmd>``: the in-container ``timeout`` kills the
+whole process group past the deadline; a host-side watchdog closes the stream if even that hangs.  Output is drained as it streams and only the first
 ``output_cap_bytes`` of each stream are kept, so a 100 MB output never sits in memory.
 Files are read through ``head -c`` in an exec (binary-safe, follows symlinks) and written with
 ``put_archive`` (binary-safe, no argument-size limits) after a small exec that checks the target
@@ -41,6 +44,7 @@ from services.executor.errors import (
     WorkspaceUnavailable,
 )
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
+from services.executor.workspace.shell import ShellPool, ShellSession, ShellUnavailable
 
 WORKSPACE_DIR = "/workspace"
 KILL_AFTER_S = 2.0  # SIGKILL this long after the SIGTERM that ends a timed-out command
@@ -87,9 +91,14 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         name_prefix: str = "ise-ws",
         client: docker.DockerClient | None = None,
         host_grace_s: float = HOST_GRACE_S,
+        shell: str = "persistent",
     ) -> None:
         if not _NAME_RE.match(name_prefix):
             raise ToolArgumentError(f"invalid container name prefix {name_prefix!r}")
+        if shell not in ("persistent", "exec"):
+            raise ToolArgumentError(f"shell must be 'persistent' or 'exec', got {shell!r}")
+        self.shell = shell
+        self._shells = ShellPool()
         self.image = image
         self.limits = limits
         self.name_prefix = name_prefix
@@ -137,7 +146,6 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_EPISODE) != episode_id:
             raise WorkspaceConflict(f"container {name} exists but is not this episode's workspace")
         return attrs
-
 
     def create(self, episode_id: str, run_id: str) -> WorkspaceInfo:
         name = self.container_name(episode_id)
@@ -196,6 +204,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
 
     def close(self, episode_id: str) -> bool:
         name = self.container_name(episode_id)
+        self._shells.discard(episode_id)
         with _infra("remove workspace"):
             try:
                 self.client.api.remove_container(name, force=True, v=True)
@@ -215,13 +224,22 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             rows = self.client.api.containers(all=True, filters={"label": wanted})
         return sorted((self._info(row) for row in rows), key=lambda info: info.name)
 
-
     def exec(self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float) -> ExecResult:
         if "\x00" in command:
             raise ToolArgumentError("the command contains a NUL byte")
+        if not timeout_s or timeout_s <= 0:
+            raise ToolArgumentError(f"timeout_s must be > 0, got {timeout_s!r}")
+        cap = self.limits.output_cap_bytes
+        if self.shell == "persistent":
+            where = None if workdir is None else resolve_path(workdir)
+            try:
+                return self._shells.exec(
+                    episode_id, lambda: self._start_shell(episode_id), command, where, timeout_s, cap, self.host_grace_s
+                )
+            except ShellUnavailable:
+                pass  # no usable driver in this workspace (e.g. no python3): one docker exec per command
         cwd = resolve_path(workdir or WORKSPACE_DIR)
         script = f"cd -- {shlex.quote(cwd)} || exit 1\n{command}"
-        cap = self.limits.output_cap_bytes
         raw = self._run(episode_id, ["bash", "-lc", script], timeout_s=timeout_s, cap=cap)
         return ExecResult(
             exit_code=raw.exit_code,
@@ -268,11 +286,22 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         code = -1 if exit_code is None else int(exit_code)
         return _RawRun(code, out, err, int(duration_s * 1000), truncated, timed_out)
 
-    def _exec_create(self, episode_id: str, name: str, argv: list[str]) -> str:
+    def _start_shell(self, episode_id: str) -> ShellSession:
+        name = self.container_name(episode_id)
+        with _infra("start the workspace shell"):
+            try:
+                return ShellSession.start(
+                    self.client.api, name, lambda argv: self._exec_create(episode_id, name, argv, stdin=True),
+                    self.limits.pids,
+                )
+            except docker.errors.NotFound as exc:
+                raise WorkspaceNotFound(episode_id) from exc
+
+    def _exec_create(self, episode_id: str, name: str, argv: list[str], *, stdin: bool = False) -> str:
         api = self.client.api
         for attempt in range(2):
             try:
-                return str(api.exec_create(name, argv, workdir="/")["Id"])
+                return str(api.exec_create(name, argv, workdir="/", stdin=stdin)["Id"])
             except docker.errors.NotFound as exc:
                 raise WorkspaceNotFound(episode_id) from exc
             except docker.errors.APIError as exc:
@@ -281,7 +310,6 @@ class DockerWorkspaceBackend(WorkspaceBackend):
                     raise
                 api.start(name)
         raise AssertionError("unreachable")
-
 
     def read_file(self, episode_id: str, path: str, *, max_bytes: int) -> tuple[bytes, bool]:
         if max_bytes < 0:
