@@ -1,5 +1,7 @@
 """The agent's tools: their schemas (``tools.json``) and their real execution in a workspace.
 
+``exec``, ``read`` and ``write`` live here; ``edit``, ``ls`` and ``search`` in ``tools_files``.
+
 Every call returns the text the model sees plus a ToolResultMeta with the structured facts
 (exit code, duration, truncation). Invalid calls — unknown tool, malformed JSON, wrong
 arguments, missing file — become tool errors the agent can recover from, never exceptions.
@@ -18,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.contracts.messages import ToolResultMeta
 from services.executor.errors import FileOpError, ToolArgumentError
+from services.executor.tools_files import EditArgs, FileToolResult, FileTools, LsArgs, SearchArgs
+from services.executor.tools_files import clip as _clip
 from services.executor.workspace.base import WorkspaceBackend
 
 
@@ -54,6 +58,7 @@ class ToolLimits:
     default_timeout_s: float = 60.0
     max_read_bytes: int = 256 * 1024
     max_result_chars: int = 16_000
+    max_edit_bytes: int = 1024 * 1024
 
 
 @dataclass
@@ -73,12 +78,6 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     return value
 
 
-def _clip(text: str, limit: int) -> tuple[str, bool]:
-    if len(text) <= limit:
-        return text, False
-    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]", True
-
-
 class Toolbox:
     """Runs tool calls for one episode in its workspace (blocking; call from a worker thread)."""
 
@@ -86,11 +85,25 @@ class Toolbox:
         self.backend = backend
         self.episode_id = episode_id
         self.limits = limits or ToolLimits()
+        self.files = FileTools(
+            backend,
+            episode_id,
+            timeout_s=self.limits.default_timeout_s,
+            max_edit_bytes=self.limits.max_edit_bytes,
+            max_chars=self.limits.max_result_chars,
+        )
 
     def run(self, call_id: str, name: str, raw_arguments: str) -> ToolOutcome:
         started = time.monotonic()
         try:
-            handler = {"exec": self._exec, "read": self._read, "write": self._write}.get(name)
+            handler = {
+                "exec": self._exec,
+                "read": self._read,
+                "write": self._write,
+                "edit": self._edit,
+                "ls": self._ls,
+                "search": self._search,
+            }.get(name)
             if handler is None:
                 known = ", ".join(t["function"]["name"] for t in tool_schemas())
                 raise ToolArgumentError(f"unknown tool {name!r}; available tools: {known}")
@@ -157,6 +170,33 @@ class Toolbox:
             tool_call_id=call_id, name="write", ok=True, duration_ms=int((time.monotonic() - started) * 1000)
         )
         return ToolOutcome(content=f"wrote {written} bytes to {args.path}", meta=meta, wrote=args.path)
+
+    def _edit(self, call_id: str, arguments: dict[str, Any]) -> ToolOutcome:
+        args = EditArgs.model_validate(arguments)
+        started = time.monotonic()
+        return self._file_outcome(call_id, "edit", started, self.files.edit(args))
+
+    def _ls(self, call_id: str, arguments: dict[str, Any]) -> ToolOutcome:
+        args = LsArgs.model_validate(arguments)
+        started = time.monotonic()
+        return self._file_outcome(call_id, "ls", started, self.files.ls(args))
+
+    def _search(self, call_id: str, arguments: dict[str, Any]) -> ToolOutcome:
+        args = SearchArgs.model_validate(arguments)
+        started = time.monotonic()
+        return self._file_outcome(call_id, "search", started, self.files.search(args))
+
+    def _file_outcome(self, call_id: str, name: str, started: float, result: FileToolResult) -> ToolOutcome:
+        meta = ToolResultMeta(
+            tool_call_id=call_id,
+            name=name,
+            ok=result.error is None,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            truncated=result.truncated,
+            timed_out=result.timed_out,
+            error=result.error,
+        )
+        return ToolOutcome(content=result.content, meta=meta, wrote=result.wrote)
 
 
 def _brief(exc: ValidationError) -> str:
