@@ -23,7 +23,9 @@ def create_app() -> FastStream:
     llm_settings = LLMSettings.for_role("agent")
     bus = EventBus(KafkaSettings(), "executor")
     store = StateStore(RedisSettings())
-    backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
+    backend = DockerWorkspaceBackend(
+        settings.image, settings.limits(), name_prefix=settings.container_prefix, shell=settings.shell
+    )
     loop = LoopConfig(
         settings.max_steps,
         llm_settings.tool_choice_first_step,

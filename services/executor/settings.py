@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,10 @@ class ExecutorSettings(BaseSettings):
     cpus: float = Field(1.0, gt=0)
     network: bool = Field(False, description="Give workspaces a network (off by default).")
     output_cap_bytes: int = Field(64 * 1024, ge=1024, description="Per stream, per command.")
+    shell: Literal["persistent", "exec"] = Field(
+        "persistent", description="persistent: one long-lived bash per episode (cd/exports persist, ~1 ms per "
+        "command); exec: a fresh docker exec per command (~80 ms, no shared state).",
+    )
     concurrency: int = Field(4, ge=1, description="Episodes (partitions) processed at once per replica.")
     max_steps: int = Field(16, ge=1, description="LLM calls per user turn before a forced answer.")
     command_timeout_s: float = Field(60.0, gt=0, description="Default per-command timeout.")
