@@ -1,0 +1,121 @@
+"""Per-turn overhead of the whole system with a zero-latency (scripted) LLM.
+
+System: publish a user turn on Kafka -> the executor service (its own process) runs the agent
+loop (3 tool calls in the episode's container) -> the agent turn arrives back on Kafka.
+Baseline, same process, same containers: the same agent loop called in-process.
+The ratio is what Kafka, Redis state, serialisation and process hops add to a turn.
+
+    .venv/bin/python bench/bench_turn.py [--turns 30]
+
+Uses the embedded stack (`ise stack up`; started if needed) with a unique topic prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.cli.pipeline import LocalPipeline
+from services.common.bus import ensure_topics
+from services.common.contracts.events import AgentTurn, UserTurn
+from services.common.contracts.messages import ChatMessage
+from services.common.llm.client import LLMClient
+from services.common.llm.scripted_server import ScriptedLLMServer
+from services.common.settings import KafkaSettings, LLMSettings
+from services.executor.agent_loop import LoopConfig, run_turn
+from services.executor.settings import ExecutorSettings
+from services.executor.tools import Toolbox
+from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+from services.stack import stack
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def system_turns(kafka: KafkaSettings, backend: DockerWorkspaceBackend, episodes: list[str]) -> list[float]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=None)
+    await consumer.start()
+    parts = [TopicPartition(kafka.topics.turns_agent, p) for p in range(kafka.partitions)]
+    consumer.assign(parts)
+    await consumer.seek_to_end(*parts)
+    for p in parts:
+        await consumer.position(p)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap)
+    await producer.start()
+    times = []
+    try:
+        for ep in episodes:
+            turn = UserTurn(event_id=f"u-{ep}", run_id="bench", producer="bench", episode_id=ep, turn=0,
+                            kind="message", content=f"Bench turn for {ep}.")
+            started = time.perf_counter()
+            await producer.send_and_wait(kafka.topics.turns_user, turn.model_dump_json().encode(), key=ep.encode())
+            while True:
+                record = await consumer.getone()
+                if AgentTurn.model_validate_json(record.value).episode_id == ep:
+                    break
+            times.append(time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return times
+
+
+async def inprocess_turns(llm: LLMClient, backend: DockerWorkspaceBackend, episodes: list[str]) -> list[float]:
+    times = []
+    for ep in episodes:
+        started = time.perf_counter()
+        await run_turn(llm, Toolbox(backend, ep), [ChatMessage(role="system", content="bench")], f"Bench turn for {ep}.", LoopConfig())
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def warm(backend: DockerWorkspaceBackend, episodes: list[str]) -> None:
+    for ep in episodes:
+        backend.create(ep, "bench")
+        backend.exec(ep, "true", workdir=None, timeout_s=10)  # container and shell started
+
+
+async def main(turns: int) -> None:
+    endpoints = stack.up()
+    prefix = f"bench{uuid.uuid4().hex[:6]}"
+    kafka = KafkaSettings(bootstrap=endpoints.kafka_bootstrap, topic_prefix=f"{prefix}.", partitions=4)
+    await ensure_topics(kafka)
+    settings = ExecutorSettings(image=endpoints.workspace_image, container_prefix=f"ise-{prefix}")
+    backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
+    system_eps = [f"sys{i}" for i in range(turns)]
+    local_eps = [f"loc{i}" for i in range(turns)]
+    await asyncio.to_thread(warm, backend, system_eps + local_eps)
+    with ScriptedLLMServer() as llm_server:
+        env = {**endpoints.env(), "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.", "ISE_KAFKA_PARTITIONS": "4",
+               "ISE_REDIS_KEY_PREFIX": prefix, "ISE_EXEC_CONTAINER_PREFIX": settings.container_prefix,
+               "ISE_EXEC_GRPC_ENABLED": "false", "ISE_LLM_AGENT_BASE_URL": llm_server.base_url,
+               "ISE_LLM_AGENT_MODEL": "bench:agent", "ISE_LOG_LEVEL": "WARNING"}
+        pipeline = LocalPipeline(env, Path("/tmp") / prefix)
+        pipeline.start_one("executor", "executor")
+        try:
+            await system_turns(kafka, backend, [f"warm{i}" for i in range(2)])  # consumer joined, caches warm
+            sys_t = await system_turns(kafka, backend, system_eps)
+        finally:
+            pipeline.stop()
+        llm = LLMClient(LLMSettings(base_url=llm_server.base_url, model="bench:agent", max_retries=0), "agent")
+        local_t = await inprocess_turns(llm, backend, local_eps)
+    for ep in system_eps + local_eps + ["warm0", "warm1"]:
+        await asyncio.to_thread(backend.close, ep)
+    print(f"turn with 3 tool calls (write, exec, read), scripted LLM, {turns} turns each")
+    for name, t in (("system (Kafka + executor service)", sys_t), ("in-process agent loop (baseline)", local_t)):
+        print(f"  {name:36} p50 {pct(t, .5) * 1e3:7.1f} ms  p99 {pct(t, .99) * 1e3:7.1f} ms  mean {statistics.mean(t) * 1e3:7.1f} ms")
+    print(f"  overhead ratio (p50)                 {pct(sys_t, .5) / pct(local_t, .5):.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=30)
+    asyncio.run(main(parser.parse_args().turns))
