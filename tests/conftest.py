@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from services.cli.pipeline import with_workspaces_grounding
 from services.common.bus import EventBus, ensure_topics
 from services.common.llm.scripted_server import ScriptedLLMServer
 from services.common.settings import KafkaSettings, RedisSettings
@@ -106,7 +107,6 @@ def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefi
         "ISE_KAFKA_PARTITIONS": "4",
         "ISE_REDIS_KEY_PREFIX": prefix,
         "ISE_DEDUP_MODEL": "all-MiniLM-L6-v2",
-        "ISE_EXEC_GRPC_PORT": "0",
         "ISE_EXEC_CONTAINER_PREFIX": f"ise-{prefix}",
         "ISE_LOG_LEVEL": "INFO",
     }
@@ -115,7 +115,7 @@ def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefi
         env[f"ISE_LLM_{role.upper()}_MODEL"] = f"{scenario}:{role}"
         env[f"ISE_LLM_{role.upper()}_API_KEY"] = "scripted"
         env[f"ISE_LLM_{role.upper()}_MAX_RETRIES"] = "0"
-    return env
+    return with_workspaces_grounding(env)  # a free gRPC port for the executor, its address for the simulator
 
 
 async def _read_topic(bootstrap: str, topic: str, expect: int, timeout_ms: int = 15_000) -> list[bytes]:

@@ -2,6 +2,12 @@
 until every accepted intent has a final verdict, stop the services, write statistics.
 
 Used by ``ise run`` and by the end-to-end test, so both exercise the same processes.
+
+Grounding: unless the environment says otherwise, the executor's gRPC Workspaces API gets a free
+loopback port and the simulator is pointed at it (``ISE_SIM_WORKSPACES_ADDR``), so the user model
+sees the real workspace state.  Only the first executor replica binds that port; further
+replicas get port 0 (any port) and the first one answers ``Inspect`` for every episode, since
+workspaces are found by name in Docker.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from services.common.settings import RedisSettings
 from services.common.state import RunProgress, StateStore
 from services.dedup.stats import write_stats
 from services.intent.settings import IntentSettings
-from services.stack.procs import StackError, log_tail, spawn, stop
+from services.stack.procs import StackError, free_port, log_tail, spawn, stop
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,22 @@ class RunResult:
     stats_path: Path
     seconds: float
     logs: dict[str, Path] = field(default_factory=dict)
+
+
+def with_workspaces_grounding(env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus a fixed executor gRPC port and the simulator's address for it (kept if set)."""
+    env = dict(env)
+    if env.get("ISE_EXEC_GRPC_ENABLED", "true").lower() in ("0", "false", "no", "off"):
+        return env
+    host = env.get("ISE_EXEC_GRPC_HOST", "127.0.0.1")
+    if "ISE_EXEC_GRPC_PORT" not in env:
+        env["ISE_EXEC_GRPC_PORT"] = str(free_port(host))
+    port = env["ISE_EXEC_GRPC_PORT"]
+    if port != "0" and "ISE_SIM_WORKSPACES_ADDR" not in env:
+        env["ISE_SIM_WORKSPACES_ADDR"] = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+        if env.get("ISE_EXEC_GRPC_TOKEN"):
+            env.setdefault("ISE_SIM_WORKSPACES_TOKEN", env["ISE_EXEC_GRPC_TOKEN"])
+    return env
 
 
 def run_finished(p: dict[str, int | str]) -> bool:
@@ -57,7 +79,8 @@ class LocalPipeline:
     def start(self) -> None:
         for name in LONG_RUNNING:
             for i in range(self.replicas[name]):
-                self.start_one(name, f"{name}-{i}")
+                extra = {"ISE_EXEC_GRPC_PORT": "0"} if name == "executor" and i > 0 else None  # one binds the port
+                self.start_one(name, f"{name}-{i}", extra)
 
     def start_one(self, service: str, label: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "services.cli.main", "service", service]
@@ -124,7 +147,7 @@ async def run_pipeline(
     started = time.monotonic()
     run_dir = out_dir / run_id
     log_dir = run_dir / "logs"
-    env = {**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)}
+    env = with_workspaces_grounding({**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)})
     pipeline = LocalPipeline(env, log_dir)
     store = StateStore(RedisSettings(**_redis_overrides(env)))
     pipeline.start()

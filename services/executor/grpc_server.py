@@ -30,6 +30,13 @@ from services.executor.errors import (
     WorkspaceUnavailable,
 )
 from services.executor.workspace.base import WorkspaceBackend, WorkspaceInfo
+from services.executor.workspace.inspect import (
+    DEFAULT_MAX_FILES,
+    MAX_FILES_LIMIT,
+    WorkspaceState,
+    inspect_workspace,
+    mark_episode_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +123,14 @@ class WorkspacesServicer(pb_grpc.WorkspacesServicer):
         self, request: pb.CreateWorkspaceRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateWorkspaceResponse:
         await self._require(context, episode_id=request.episode_id, run_id=request.run_id)
-        info = await self._call(context, self.backend.create, request.episode_id, request.run_id)
+        info = await self._call(context, self._create, request.episode_id, request.run_id)
         return pb.CreateWorkspaceResponse(workspace=_workspace_pb(info))
+
+    def _create(self, episode_id: str, run_id: str) -> WorkspaceInfo:
+        """Create (or find) the workspace and mark the episode's start for Inspect (idempotent)."""
+        info = self.backend.create(episode_id, run_id)
+        mark_episode_start(self.backend, episode_id)
+        return info
 
     async def Exec(self, request: pb.ExecRequest, context: grpc.aio.ServicerContext) -> pb.ExecResponse:
         await self._require(context, episode_id=request.episode_id, command=request.command)
@@ -174,6 +187,22 @@ class WorkspacesServicer(pb_grpc.WorkspacesServicer):
     ) -> pb.ListWorkspacesResponse:
         infos = await self._call(context, self.backend.list_workspaces, request.run_id or None)
         return pb.ListWorkspacesResponse(workspaces=[_workspace_pb(info) for info in infos])
+
+
+    async def Inspect(self, request: pb.InspectRequest, context: grpc.aio.ServicerContext) -> pb.InspectResponse:
+        await self._require(context, episode_id=request.episode_id)
+        max_files = request.max_files if request.HasField("max_files") else DEFAULT_MAX_FILES
+        if not 0 < max_files <= MAX_FILES_LIMIT:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_files must be in (0, {MAX_FILES_LIMIT}]")
+        state: WorkspaceState = await self._call(
+            context, inspect_workspace, self.backend, request.episode_id, max_files=max_files
+        )
+        return pb.InspectResponse(
+            files=[pb.ChangedFile(path=f.path, size=f.size, changed_unix_ms=f.changed_unix_ms) for f in state.files],
+            truncated=state.truncated,
+            since_start=state.since_start,
+            started_unix_ms=state.started_unix_ms,
+        )
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):

@@ -23,6 +23,7 @@ from services.executor.episode import ExecEpisode
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import Toolbox, ToolLimits, tool_schemas
 from services.executor.workspace.base import WorkspaceBackend
+from services.executor.workspace.inspect import InspectError, mark_episode_start
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class ExecutorService:
         try:
             info = await asyncio.to_thread(self.backend.create, event.episode_id, event.run_id)
             state.workspace_image = info.image_digest or info.image
+            await self._mark_start(event.episode_id)
             toolbox = Toolbox(self.backend, event.episode_id, ToolLimits(default_timeout_s=self.settings.command_timeout_s))
             output = await asyncio.wait_for(
                 run_turn(self.llm, toolbox, state.messages, event.content, self.loop_config),
@@ -92,6 +94,13 @@ class ExecutorService:
             return self._failed(event, f"{type(exc).__name__}: {exc}")
         state.messages += [ChatMessage(role="user", content=event.content), *output.messages]
         return self._turn(event, output, state, int((time.monotonic() - started) * 1000))
+
+    async def _mark_start(self, episode_id: str) -> None:
+        """Mark the episode's start for ``Inspect`` (only the first call of an episode creates it)."""
+        try:
+            await asyncio.to_thread(mark_episode_start, self.backend, episode_id)
+        except InspectError as exc:  # the turn itself can still run; Inspect then lists every file
+            log.warning("episode-start marker of %s: %s", episode_id, exc)
 
     def _turn(self, event: UserTurn, out: TurnOutput, state: ExecEpisode, duration_ms: int) -> AgentTurn:
         return AgentTurn(

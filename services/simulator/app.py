@@ -10,6 +10,7 @@ from services.common.llm.client import LLMClient
 from services.common.runner import build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import StateStore
+from services.simulator.grounding import WorkspaceInspector
 from services.simulator.service import SimulatorService
 from services.simulator.settings import SimulatorSettings
 from services.simulator.user_model import UserModel
@@ -24,7 +25,12 @@ def create_app() -> FastStream:
         parse_attempts=settings.parse_attempts,
         drift_retries=settings.drift_retries,
     )
-    service = SimulatorService(bus, store, user, settings)
+    inspector = (
+        WorkspaceInspector(settings.workspaces_addr, settings.workspaces_token or None)
+        if settings.workspaces_addr
+        else None
+    )
+    service = SimulatorService(bus, store, user, settings, inspector)
     bus.subscribe(bus.topics.tasks, TaskReady, service.on_task, purpose="tasks", max_workers=settings.concurrency)
     bus.subscribe(
         bus.topics.turns_agent, AgentTurn, service.on_agent_turn, purpose="turns", max_workers=settings.concurrency
@@ -35,6 +41,8 @@ def create_app() -> FastStream:
     bus.declare(bus.topics.tasks, TaskReady)
 
     async def stop() -> None:
+        if inspector is not None:
+            await inspector.close()
         await store.close()
 
     return build_app(bus, on_shutdown=[stop])

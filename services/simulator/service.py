@@ -1,7 +1,10 @@
 """The simulator's handlers: a task starts an episode, each agent turn gets the user's next move.
 
 State advances only from turn k to k+1; anything else is a redelivery, answered from the
-saved outbox. Verdicts: success / failed (the user declared the goal done, or impossible),
+saved outbox. The user model sees each agent turn as its reply plus the real workspace state
+(the executor's ``Inspect`` when ``workspaces_addr`` is set, else the turn's digest); the view is
+stored with the state before anything is published, so a redelivery never inspects again.
+Verdicts: success / failed (the user declared the goal done, or impossible),
 blocked (the user could not go on), max_turns, infrastructure_error (retried as a new attempt).
 """
 
@@ -18,6 +21,7 @@ from services.common.ids import episode_id as make_episode_id
 from services.common.llm.client import LLMRequestError, LLMUnavailable
 from services.common.state import RunProgress, StateStore
 from services.simulator.episode import Exchange, OutboxItem, SimEpisode
+from services.simulator.grounding import WorkspaceInspector
 from services.simulator.role_drift import asks_for_verification
 from services.simulator.settings import SimulatorSettings
 from services.simulator.user_model import UserDecision, UserModel, UserModelError, agent_view, verification_request
@@ -26,11 +30,19 @@ log = logging.getLogger(__name__)
 
 
 class SimulatorService:
-    def __init__(self, bus: EventBus, store: StateStore, user: UserModel, settings: SimulatorSettings) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        store: StateStore,
+        user: UserModel,
+        settings: SimulatorSettings,
+        inspector: WorkspaceInspector | None = None,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.user = user
         self.settings = settings
+        self.inspector = inspector
 
     def _key(self, episode_id: str) -> str:
         return self.store.key("sim", episode_id)
@@ -61,7 +73,10 @@ class SimulatorService:
             if turn.turn == state.turn - 1 or (state.verdict is not None and turn.turn == state.turn):
                 await self._flush(state)
             return
-        state.exchanges[-1].view = agent_view(turn.reply, turn.digest, turn.error)
+        workspace = None
+        if self.inspector is not None and turn.status != "infrastructure_error":
+            workspace = await self.inspector.digest(turn.episode_id)  # None: fall back to turn.digest
+        state.exchanges[-1].view = agent_view(turn.reply, turn.digest, turn.error, workspace)
         state.record(turn)
         if turn.status == "infrastructure_error":
             self._finish(state, Verdict.INFRASTRUCTURE_ERROR, turn.error or "agent turn failed")

@@ -1,4 +1,4 @@
-"""Simulator settings (env prefix ``ISE_SIM_``): turn limits, retries, concurrency."""
+"""Simulator settings (env prefix ``ISE_SIM_``): turn limits, retries, concurrency, grounding."""
 
 from __future__ import annotations
 
@@ -17,3 +17,9 @@ class SimulatorSettings(BaseSettings):
         True, description="Before a successful finish, the user asks for one verification turn if it has not yet."
     )
     concurrency: int = Field(4, ge=1, description="Partitions processed at once per replica.")
+    workspaces_addr: str = Field(
+        "",
+        description="host:port of the executor's gRPC Workspaces API; the user model then sees the files "
+        "really created or changed (Inspect). Empty: only the agent turn's own outcome digest.",
+    )
+    workspaces_token: str = Field("", description="Bearer token for the Workspaces API (empty: none).")

@@ -58,11 +58,16 @@ def system_prompt(intent: Intent) -> str:
     )
 
 
-def agent_view(reply: str, digest: OutcomeDigest, error: str | None = None) -> str:
-    """What the user sees of one agent turn: the reply plus the real outcome digest."""
-    files = ", ".join(digest.files_written) or "none"
+def agent_view(reply: str, digest: OutcomeDigest, error: str | None = None, workspace: str | None = None) -> str:
+    """What the user sees of one agent turn: the reply plus the real outcome digest.
+
+    ``workspace`` is the executor's own account of the workspace (``grounding.digest_text``:
+    files created or changed, with sizes); when given, it replaces the turn's list of files
+    written, and the exit codes and tool-error count still come from the turn's digest.
+    """
     codes = ", ".join(str(c) for c in digest.exit_codes) or "none"
-    note = f"[workspace] files written: {files}; command exit codes: {codes}; tool errors: {digest.tool_errors}"
+    files = workspace or f"files written: {', '.join(digest.files_written) or 'none'}"
+    note = f"[workspace] {files}; command exit codes: {codes}; tool errors: {digest.tool_errors}"
     return f"{reply.strip() or '(no reply)'}\n\n{note}" + (f"\n[error] {error}" if error else "")
 
 

@@ -41,8 +41,23 @@ def _tool_outputs(record: dict) -> dict[str, tuple[str, str]]:
     return {m["tool_call_id"]: (names[m["tool_call_id"]], m["content"]) for m in record["messages"] if m["role"] == "tool"}
 
 
-async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, out_dir: Path, read_topic) -> None:
+def _user_model_views(scripted_llm) -> list[str]:
+    """The assistant-side messages (agent views) the user model was shown, from the scripted LLM's log."""
+    return [
+        str(m.get("content"))
+        for r in scripted_llm.requests()
+        if r.get("model") == "default:user" and isinstance(r.get("body"), dict)
+        for m in r["body"].get("messages", [])
+        if m.get("role") == "assistant"
+    ]
+
+
+async def test_pipeline_end_to_end(
+    stack_endpoints, pipeline_env, scripted_llm, prefix: str, out_dir: Path, read_topic
+) -> None:
     env = pipeline_env("default")
+    assert env["ISE_SIM_WORKSPACES_ADDR"] == f"127.0.0.1:{env['ISE_EXEC_GRPC_PORT']}"
+    scripted_llm.reset()
     bootstrap = stack_endpoints.kafka_bootstrap
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"{prefix}.", partitions=4)
     await ensure_topics(kafka)
@@ -61,6 +76,7 @@ async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, o
     assert len(records) == written == int(progress.get("verdict.success", 0))
     assert len({r["metadata"]["episode_id"] for r in records}) == len(records)
 
+    views = _user_model_views(scripted_llm)
     for record in records:
         meta = record["metadata"]
         assert meta["verdict"] == "success"
@@ -71,6 +87,9 @@ async def test_pipeline_end_to_end(stack_endpoints, pipeline_env, prefix: str, o
         # turn 0 wrote the plan; wc -c saw its real size in the container
         plan = f"plan {ep}\n- gather the inputs\n- produce the report\n"
         assert any(n == "exec" and f"{len(plan.encode())} notes/plan.md" in c for n, c in outputs)
+        # the user model was grounded in the executor's Inspect: the real file and its real size
+        grounded = f"[workspace] files created or changed since the start: notes/plan.md ({len(plan.encode())} B)"
+        assert any(grounded in v for v in views), views[:3]
         # turn 2 read back, from the same container, what turn 0 wrote
         assert ("read", plan) in outputs
         # a real non-zero exit code, recorded in the structured results

@@ -5,6 +5,7 @@ Servers listen on free loopback ports; the client uses the committed generated s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -105,6 +106,49 @@ async def test_create_exec_write_read_close(open_address: str) -> None:
         assert (await stub.Close(pb.CloseWorkspaceRequest(episode_id="g1"))).removed is True
         assert (await stub.Close(pb.CloseWorkspaceRequest(episode_id="g1"))).removed is False
         assert not (await stub.List(pb.ListWorkspacesRequest(run_id="run-g"))).workspaces
+
+
+def _files(resp: pb.InspectResponse) -> dict[str, int]:
+    return {f.path: f.size for f in resp.files}
+
+
+async def test_inspect_lists_what_the_episode_changed(backend: DockerWorkspaceBackend, open_address: str) -> None:
+    # a container started before its episode (as from a warm pool), with a file from before the episode
+    backend.create("g3", "run-g")
+    backend.write_file("g3", "old/before.txt", b"older")
+    await asyncio.sleep(0.3)
+    async with grpc.aio.insecure_channel(open_address) as channel:
+        stub = pb_grpc.WorkspacesStub(channel)
+        unmarked = await stub.Inspect(pb.InspectRequest(episode_id="g3"))
+        assert not unmarked.since_start and _files(unmarked)["old/before.txt"] == 5
+        await stub.Create(pb.CreateWorkspaceRequest(episode_id="g3", run_id="run-g"))  # the episode starts here
+        empty = await stub.Inspect(pb.InspectRequest(episode_id="g3"))
+        assert empty.since_start and empty.started_unix_ms > 0
+        assert list(empty.files) == [] and not empty.truncated
+
+        # the agent's shell state must not change the answer
+        hostile = "find() { echo fake; }; sort() { :; }; alias head=false; set -o pipefail; cd /tmp"
+        assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command=hostile))).exit_code == 0
+        made = "cd /workspace && mkdir -p notes .git/objects && printf 'plan\\n' > notes/plan.md && echo x > .git/objects/o"
+        assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command=made))).exit_code == 0
+        await stub.WriteFile(pb.WriteFileRequest(episode_id="g3", path="out/data bin.csv", content=b"a,b\n1,2\n"))
+        await stub.Create(pb.CreateWorkspaceRequest(episode_id="g3", run_id="run-g"))  # does not move the marker
+        state = await stub.Inspect(pb.InspectRequest(episode_id="g3"))
+        assert _files(state) == {"notes/plan.md": 5, "out/data bin.csv": 8}
+        assert state.since_start and state.started_unix_ms == empty.started_unix_ms and not state.truncated
+        assert state.files[0].path == "out/data bin.csv"  # newest first
+        assert all(f.changed_unix_ms >= state.started_unix_ms for f in state.files)
+
+        # an edit of a pre-episode file counts; a file from before the episode alone does not
+        await stub.Exec(pb.ExecRequest(episode_id="g3", command="echo more >> old/before.txt"))
+        capped = await stub.Inspect(pb.InspectRequest(episode_id="g3", max_files=1))
+        assert _files(capped) == {"old/before.txt": 10} and capped.truncated
+        assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command="type -t find"))).stdout == "function\n"
+
+        nf, bad = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
+        assert await _code(stub.Inspect(pb.InspectRequest(episode_id="nope"))) == nf
+        assert await _code(stub.Inspect(pb.InspectRequest(episode_id="g3", max_files=0))) == bad
+        await stub.Close(pb.CloseWorkspaceRequest(episode_id="g3"))
 
 
 async def _code(call: object) -> grpc.StatusCode:

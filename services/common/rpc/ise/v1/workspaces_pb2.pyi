@@ -130,3 +130,33 @@ class ListWorkspacesResponse(_message.Message):
     WORKSPACES_FIELD_NUMBER: _ClassVar[int]
     workspaces: _containers.RepeatedCompositeFieldContainer[Workspace]
     def __init__(self, workspaces: _Optional[_Iterable[_Union[Workspace, _Mapping]]] = ...) -> None: ...
+
+class InspectRequest(_message.Message):
+    __slots__ = ("episode_id", "max_files")
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILES_FIELD_NUMBER: _ClassVar[int]
+    episode_id: str
+    max_files: int
+    def __init__(self, episode_id: _Optional[str] = ..., max_files: _Optional[int] = ...) -> None: ...
+
+class ChangedFile(_message.Message):
+    __slots__ = ("path", "size", "changed_unix_ms")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    changed_unix_ms: int
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., changed_unix_ms: _Optional[int] = ...) -> None: ...
+
+class InspectResponse(_message.Message):
+    __slots__ = ("files", "truncated", "since_start", "started_unix_ms")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SINCE_START_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[ChangedFile]
+    truncated: bool
+    since_start: bool
+    started_unix_ms: int
+    def __init__(self, files: _Optional[_Iterable[_Union[ChangedFile, _Mapping]]] = ..., truncated: _Optional[bool] = ..., since_start: _Optional[bool] = ..., started_unix_ms: _Optional[int] = ...) -> None: ...

@@ -65,6 +65,11 @@ class WorkspacesStub:
                 request_serializer=ise_dot_v1_dot_workspaces__pb2.ListWorkspacesRequest.SerializeToString,
                 response_deserializer=ise_dot_v1_dot_workspaces__pb2.ListWorkspacesResponse.FromString,
                 _registered_method=True)
+        self.Inspect = channel.unary_unary(
+                '/ise.v1.Workspaces/Inspect',
+                request_serializer=ise_dot_v1_dot_workspaces__pb2.InspectRequest.SerializeToString,
+                response_deserializer=ise_dot_v1_dot_workspaces__pb2.InspectResponse.FromString,
+                _registered_method=True)
 
 
 class WorkspacesServicer:
@@ -113,6 +118,13 @@ class WorkspacesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Inspect(self, request, context):
+        """The files under /workspace created or changed since the episode started (never contents).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkspacesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +157,11 @@ def add_WorkspacesServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=ise_dot_v1_dot_workspaces__pb2.ListWorkspacesRequest.FromString,
                     response_serializer=ise_dot_v1_dot_workspaces__pb2.ListWorkspacesResponse.SerializeToString,
+            ),
+            'Inspect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Inspect,
+                    request_deserializer=ise_dot_v1_dot_workspaces__pb2.InspectRequest.FromString,
+                    response_serializer=ise_dot_v1_dot_workspaces__pb2.InspectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +327,33 @@ class Workspaces:
             '/ise.v1.Workspaces/List',
             ise_dot_v1_dot_workspaces__pb2.ListWorkspacesRequest.SerializeToString,
             ise_dot_v1_dot_workspaces__pb2.ListWorkspacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ise.v1.Workspaces/Inspect',
+            ise_dot_v1_dot_workspaces__pb2.InspectRequest.SerializeToString,
+            ise_dot_v1_dot_workspaces__pb2.InspectResponse.FromString,
             options,
             channel_credentials,
             insecure,
