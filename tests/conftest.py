@@ -108,6 +108,7 @@ def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefi
         "ISE_REDIS_KEY_PREFIX": prefix,
         "ISE_DEDUP_MODEL": "all-MiniLM-L6-v2",
         "ISE_EXEC_CONTAINER_PREFIX": f"ise-{prefix}",
+        "ISE_EXEC_POOL_SIZE": "1",  # the warm pool is exercised by every pipeline test
         "ISE_LOG_LEVEL": "INFO",
     }
     for role in ("intent", "user", "agent"):

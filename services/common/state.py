@@ -48,6 +48,9 @@ class StateStore:
     async def put_model(self, key: str, value: BaseModel) -> None:
         await self.redis.set(key, value.model_dump_json(), ex=self.settings.state_ttl_s)
 
+    async def exists(self, key: str) -> bool:
+        return bool(await self.redis.exists(key))
+
     async def delete(self, *keys: str) -> None:
         if keys:
             await self.redis.delete(*keys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from faststream import FastStream
 
@@ -16,6 +18,8 @@ from services.executor.grpc_server import serve_workspaces
 from services.executor.service import ExecutorService
 from services.executor.settings import ExecutorSettings
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+from services.executor.workspace.pool import WarmPool
+from services.executor.workspace.reaper import run_reaper
 
 
 def create_app() -> FastStream:
@@ -43,6 +47,26 @@ def create_app() -> FastStream:
     )
     bus.declare(bus.topics.turns_agent, AgentTurn)
     servers: list[grpc.aio.Server] = []
+    pool = WarmPool(backend, settings.pool_size)
+    reaper: list[asyncio.Task[None]] = []
+
+    async def is_open(episode_id: str) -> bool:
+        return await store.exists(store.key("exec", episode_id))
+
+    async def start_workspaces() -> None:
+        pool.start()  # attaches to the backend; refills in a daemon thread
+        grace = max(settings.reaper_grace_s, settings.turn_timeout_s + 60)
+        reaper.append(
+            asyncio.create_task(
+                run_reaper(
+                    backend,
+                    is_open=is_open,
+                    interval_s=settings.reaper_interval_s,
+                    max_age_s=settings.lease_max_age_s,
+                    grace_s=grace,
+                )
+            )
+        )
 
     async def start_grpc() -> None:
         if settings.grpc_enabled:
@@ -53,8 +77,11 @@ def create_app() -> FastStream:
             )
 
     async def stop() -> None:
+        for task in reaper:
+            task.cancel()
+        await asyncio.to_thread(pool.stop)  # removes this replica's idle pool containers
         for server in servers:
             await server.stop(grace=5)
         await store.close()
 
-    return build_app(bus, after_startup=[start_grpc], on_shutdown=[stop])
+    return build_app(bus, after_startup=[start_grpc, start_workspaces], on_shutdown=[stop])

@@ -25,6 +25,12 @@ class ExecutorSettings(BaseSettings):
         "persistent", description="persistent: one long-lived bash per episode (cd/exports persist, ~1 ms per "
         "command); exec: a fresh docker exec per command (~80 ms, no shared state).",
     )
+    pool_size: int = Field(2, ge=0, description="Started, unassigned workspace containers kept warm (0 = cold only).")
+    reaper_interval_s: float = Field(60.0, gt=0, description="Seconds between reaper passes.")
+    lease_max_age_s: float = Field(6 * 3600.0, gt=0, description="A workspace older than this is removed even if open.")
+    reaper_grace_s: float = Field(
+        1860.0, ge=0, description="Never reap a closed-looking workspace younger than this (kept > turn_timeout_s)."
+    )
     concurrency: int = Field(4, ge=1, description="Episodes (partitions) processed at once per replica.")
     max_steps: int = Field(16, ge=1, description="LLM calls per user turn before a forced answer.")
     command_timeout_s: float = Field(60.0, gt=0, description="Default per-command timeout.")

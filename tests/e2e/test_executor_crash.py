@@ -8,12 +8,20 @@ import asyncio
 import json
 from pathlib import Path
 
+import docker
+
 from services.cli.pipeline import LocalPipeline, wait_for_run
 from services.common.ids import new_run_id
 from services.common.settings import RedisSettings
 from services.common.state import StateStore
 from services.dedup.stats import iter_records
 from services.executor.episode import ExecEpisode
+
+
+def _remove_leftovers(container_prefix: str) -> None:
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"ise.prefix={container_prefix}"}):
+        container.remove(force=True)
 
 
 async def _wait_mid_turn_1(store: StateStore, timeout_s: float = 120) -> str:
@@ -44,6 +52,7 @@ async def test_killed_executor_is_replaced_without_duplicated_turns(pipeline_env
     finally:
         pipeline.stop()
         await store.close()
+        _remove_leftovers(env["ISE_EXEC_CONTAINER_PREFIX"])  # the killed replica's idle pool container
     assert progress["verdict.success"] == 1
     (record,) = iter_records(out_dir / run_id)
     assert record["metadata"]["episode_id"] == episode

@@ -111,7 +111,8 @@ async def test_pipeline_end_to_end(
     assert "surprise" in letters[0].payload
 
     client = docker.from_env()
-    leftovers = client.containers.list(all=True, filters={"label": f"ise.run={run_id}"})
+    # episodes closed their containers and the stopped executor removed its idle warm-pool ones
+    leftovers = client.containers.list(all=True, filters={"label": f"ise.prefix={env['ISE_EXEC_CONTAINER_PREFIX']}"})
     assert leftovers == []
     stats = json.loads(result.stats_path.read_text())
     assert stats["trajectories"] == len(records)

@@ -3,7 +3,8 @@
 A workspace is a container named ``{prefix}-{episode_id}`` labelled ``ise.managed=true``,
 ``ise.episode``, ``ise.run`` and ``ise.prefix`` (so any replica finds it after a rebalance),
 running ``sleep infinity`` under Docker's init with memory/pids/CPU limits and no network
-unless the limits allow it.  Images are never pulled (there may be no registry).
+unless the limits allow it.  Images are never pulled (there may be no registry).  With a
+``WarmPool`` attached, ``create`` renames a started pool container instead (see ``pool.py``).
 
 The agent's ``exec`` runs, by default (``shell="persistent"``), in the episode's long-lived
 shell (``shell.py``: one ``docker exec -i`` driver per episode, ~1 ms a command, ``cd`` and
@@ -29,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -45,6 +46,9 @@ from services.executor.errors import (
 )
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
 from services.executor.workspace.shell import ShellPool, ShellSession, ShellUnavailable
+
+if TYPE_CHECKING:
+    from services.executor.workspace.pool import WarmPool
 
 WORKSPACE_DIR = "/workspace"
 KILL_AFTER_S = 2.0  # SIGKILL this long after the SIGTERM that ends a timed-out command
@@ -105,7 +109,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         self.host_grace_s = host_grace_s
         self._client = client
         self._client_lock = threading.Lock()
-
+        self.pool: WarmPool | None = None  # set by WarmPool.start()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -123,7 +127,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         return f"{self.name_prefix}-{episode_id}"
 
     def _info(self, attrs: dict[str, Any]) -> WorkspaceInfo:
-        labels = dict((attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {})
+        labels = effective_labels(self, attrs)
         name = attrs.get("Name") or (attrs.get("Names") or [""])[0]
         return WorkspaceInfo(
             episode_id=labels.get(LABEL_EPISODE, ""),
@@ -142,7 +146,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
                 attrs: dict[str, Any] = self.client.api.inspect_container(name)
             except docker.errors.NotFound:
                 return None
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        labels = effective_labels(self, attrs)
         if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_EPISODE) != episode_id:
             raise WorkspaceConflict(f"container {name} exists but is not this episode's workspace")
         return attrs
@@ -151,7 +155,9 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         name = self.container_name(episode_id)
         attrs = self._inspect(episode_id)
         if attrs is None:
-            attrs = self._run_container(name, episode_id, run_id)
+            with _infra("take a warm workspace"):
+                attrs = self.pool.take(episode_id, run_id) if self.pool else None
+            attrs = attrs or self._run_container(name, episode_id, run_id)
         elif attrs["State"].get("Status") in ("removing", "dead"):
             self.close(episode_id)
             attrs = self._run_container(name, episode_id, run_id)
@@ -160,33 +166,16 @@ class DockerWorkspaceBackend(WorkspaceBackend):
                 self.client.api.start(attrs["Id"])
                 attrs = self.client.api.inspect_container(attrs["Id"])
         info = self._info(attrs)
-        if info.run_id != run_id:
+        if info.run_id and info.run_id != run_id:  # "" : a pooled one whose assignment is being written
             raise WorkspaceConflict(f"workspace {name} belongs to run {info.run_id!r}, not {run_id!r}")
         return info
 
     def _run_container(self, name: str, episode_id: str, run_id: str) -> dict[str, Any]:
-        """Create (not start) the container; never pulls: there may be no registry."""
-        lim = self.limits
+        """Create (not start) the episode's container, or wait for the one a racing replica created."""
         labels = {LABEL_MANAGED: "true", LABEL_EPISODE: episode_id, LABEL_RUN: run_id, LABEL_PREFIX: self.name_prefix}
         with _infra("create workspace"):
             try:
-                container = self.client.containers.create(
-                    self.image,
-                    command=["sleep", "infinity"],
-                    name=name,
-                    labels=labels,
-                    init=True,  # Docker's init reaps the orphans of killed commands
-                    working_dir=WORKSPACE_DIR,
-                    network_mode=None if lim.network else "none",
-                    mem_limit=f"{lim.memory_mb}m",
-                    memswap_limit=f"{lim.memory_mb}m",
-                    pids_limit=lim.pids,
-                    nano_cpus=int(lim.cpus * 1e9),
-                    security_opt=["no-new-privileges"],
-                )
-                return dict(container.attrs)
-            except docker.errors.ImageNotFound as exc:
-                raise WorkspaceUnavailable(f"workspace image {self.image!r} not found") from exc
+                return self.create_container(name, labels)
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: another replica created it first
                     raise
@@ -197,6 +186,28 @@ class DockerWorkspaceBackend(WorkspaceBackend):
                 raise WorkspaceUnavailable(f"workspace {name} is being created elsewhere but never appeared")
             time.sleep(0.05)
         return attrs
+
+    def create_container(self, name: str, labels: dict[str, str]) -> dict[str, Any]:
+        """Create (not start) a workspace container; never pulls: there may be no registry."""
+        lim = self.limits
+        try:
+            container = self.client.containers.create(
+                self.image,
+                command=["sleep", "infinity"],
+                name=name,
+                labels=labels,
+                init=True,  # Docker's init reaps the orphans of killed commands
+                working_dir=WORKSPACE_DIR,
+                network_mode=None if lim.network else "none",
+                mem_limit=f"{lim.memory_mb}m",
+                memswap_limit=f"{lim.memory_mb}m",
+                pids_limit=lim.pids,
+                nano_cpus=int(lim.cpus * 1e9),
+                security_opt=["no-new-privileges"],
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise WorkspaceUnavailable(f"workspace image {self.image!r} not found") from exc
+        return dict(container.attrs)
 
     def get(self, episode_id: str) -> WorkspaceInfo | None:
         attrs = self._inspect(episode_id)
@@ -217,12 +228,11 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         return True
 
     def list_workspaces(self, run_id: str | None = None) -> list[WorkspaceInfo]:
-        wanted = [f"{LABEL_MANAGED}=true", f"{LABEL_PREFIX}={self.name_prefix}"]
-        if run_id is not None:
-            wanted.append(f"{LABEL_RUN}={run_id}")
+        wanted = [f"{LABEL_MANAGED}=true", f"{LABEL_PREFIX}={self.name_prefix}"]  # run: pooled ones lack the label
         with _infra("list workspaces"):
-            rows = self.client.api.containers(all=True, filters={"label": wanted})
-        return sorted((self._info(row) for row in rows), key=lambda info: info.name)
+            infos = [self._info(row) for row in self.client.api.containers(all=True, filters={"label": wanted})]
+        keep = [i for i in infos if i.episode_id and (run_id is None or i.run_id == run_id)]  # not idle pool ones
+        return sorted(keep, key=lambda info: info.name)
 
     def exec(self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float) -> ExecResult:
         if "\x00" in command:
@@ -403,3 +413,6 @@ def _infra(action: str) -> Iterator[None]:
         raise WorkspaceUnavailable(f"{action}: {exc.explanation or exc}") from exc
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
         raise WorkspaceUnavailable(f"{action}: {exc}") from exc
+
+
+from services.executor.workspace.pool import effective_labels  # at the end: pool.py uses this module
