@@ -140,6 +140,22 @@ async def wait_for_run(
         bar.close()
 
 
+async def wait_for_diversity(store: StateStore, run_id: str, accepted: int, timeout_s: float = 15.0) -> dict:
+    """The gate's Vendi report of the run once it covers every accepted intent (the gate writes it
+    at most once a second, so a fast run can finish first); the latest one, with a warning, if not."""
+    deadline = time.monotonic() + timeout_s
+    report: dict = {}
+    while True:
+        raw = await store.redis.get(store.key("run", run_id, "diversity"))
+        report = json.loads(raw) if raw else {}
+        if int((report.get("overall") or {}).get("n", 0)) >= accepted or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    if int((report.get("overall") or {}).get("n", 0)) < accepted:
+        log.warning("diversity report of %s covers %s of %d accepted intents", run_id, report.get("overall"), accepted)
+    return report
+
+
 async def run_pipeline(
     run_id: str, env: dict[str, str], out_dir: Path, intents: IntentSettings, timeout_s: float
 ) -> RunResult:
@@ -163,12 +179,11 @@ async def run_pipeline(
             },
         )
         snap = await wait_for_run(store, run_id, pipeline, timeout_s)
-        raw = await store.redis.get(store.key("run", run_id, "diversity"))
+        diversity = await wait_for_diversity(store, run_id, int(snap.get("accepted", 0)))
     finally:
         pipeline.stop()
         await store.close()
     run_dir.mkdir(parents=True, exist_ok=True)
-    diversity = json.loads(raw) if raw else {}
     stats = write_stats(run_dir, {"run_id": run_id, "progress": snap, "intent_diversity": diversity})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
     return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
