@@ -57,11 +57,11 @@ def test_acquire_from_warm_pool_is_fast_and_works_like_a_cold_workspace(backend:
     pool = WarmPool(backend, 2).start()
     assert pool.wait_full(60)
     assert backend.list_workspaces() == []  # idle pool containers are not workspaces
-    started = time.perf_counter()
+    warm_ids = {c.id for c in backend.client.containers.list(filters={"label": "ise.pool=true"})}
     info = pool.acquire("ep1", "run-a")
-    elapsed = time.perf_counter() - started
     assert pool.hits == 1 and pool.misses == 0
-    assert elapsed < 0.5, elapsed
+    assert info.workspace_id in warm_ids, "a pre-started container was handed out, not a new one"
+    # (how much faster that is is measured by bench/bench_workspace_acquire.py, not asserted)
     assert info.name == f"{backend.name_prefix}-ep1"
     assert (info.episode_id, info.run_id) == ("ep1", "run-a")
     assert info.labels["ise.pool"] == "true"

@@ -11,77 +11,48 @@ shell (``shell.py``: one ``docker exec -i`` driver per episode, ~1 ms a command,
 exports persist; a ``workdir`` runs that one command in a subshell there).  With
 ``shell="exec"`` (and for file helpers, or when the driver cannot start) each command is its own
 ``docker exec`` of ``timeout -k 2 <t> bash -lc <cmd>``: the in-container ``timeout`` kills the
-whole process group past the deadline; a host-side watchdog closes the stream if even that hangs.  Output is drained as it streams and only the first
+whole process group past the deadline; a host-side watchdog closes the stream if even that
+hangs.  Output is drained as it streams and only the first
 ``output_cap_bytes`` of each stream are kept, so a 100 MB output never sits in memory.
-Files are read through ``head -c`` in an exec (binary-safe, follows symlinks) and written with
-``put_archive`` (binary-safe, no argument-size limits) after a small exec that checks the target
-and creates its parent folders.
+File reads and writes live in ``docker_files.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import posixpath
 import re
 import shlex
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
-import requests
 
 from services.executor.errors import (
-    ExecutorError,
-    FileOpError,
     ToolArgumentError,
     WorkspaceConflict,
     WorkspaceNotFound,
     WorkspaceUnavailable,
 )
+from services.executor.workspace import docker_files
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
+from services.executor.workspace.docker_files import WORKSPACE_DIR, _infra, _RawRun, resolve_path
 from services.executor.workspace.shell import ShellPool, ShellSession, ShellUnavailable
 
 if TYPE_CHECKING:
     from services.executor.workspace.pool import WarmPool
 
-WORKSPACE_DIR = "/workspace"
 KILL_AFTER_S = 2.0  # SIGKILL this long after the SIGTERM that ends a timed-out command
 HOST_GRACE_S = 10.0  # the host watchdog fires this long after timeout + KILL_AFTER_S
 RACE_WAIT_S = 10.0  # how long a create that lost the name race waits for the winner's container
-FILE_OP_TIMEOUT_S = 60.0  # wall time for the helper commands behind read_file / write_file
 LABEL_MANAGED = "ise.managed"
 LABEL_EPISODE = "ise.episode"
 LABEL_RUN = "ise.run"
 LABEL_PREFIX = "ise.prefix"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _TIMEOUT_EXIT_CODES = (124, 137)  # timeout(1): TERM worked / KILL was needed
-_EXIT_NOT_FOUND = 20
-_EXIT_IS_DIR = 21
-_ERR_CAP = 4096  # stderr kept from the file-operation helpers
-
-
-@dataclass
-class _RawRun:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-    duration_ms: int
-    truncated: bool
-    timed_out: bool
-
-
-def resolve_path(path: str, base: str = WORKSPACE_DIR) -> str:
-    """An absolute, normalised path inside the container; relative paths start at ``base``."""
-    if not path or "\x00" in path:
-        raise ToolArgumentError(f"invalid path {path!r}")
-    resolved = posixpath.normpath(posixpath.join(base, path))
-    return "/" + resolved.lstrip("/")  # normpath keeps a leading "//"
 
 
 class DockerWorkspaceBackend(WorkspaceBackend):
@@ -322,52 +293,10 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         raise AssertionError("unreachable")
 
     def read_file(self, episode_id: str, path: str, *, max_bytes: int) -> tuple[bytes, bool]:
-        if max_bytes < 0:
-            raise ToolArgumentError(f"max_bytes must be >= 0, got {max_bytes}")
-        target = resolve_path(path)
-        q = shlex.quote(target)  # head follows symlinks and is binary-safe
-        script = (
-            f"if [ -d {q} ]; then echo 'is a directory' >&2; exit {_EXIT_IS_DIR}; fi\n"
-            f"if [ ! -e {q} ]; then echo 'no such file' >&2; exit {_EXIT_NOT_FOUND}; fi\n"
-            f"exec head -c {max_bytes + 1} -- {q}"
-        )
-        argv = ["bash", "-c", script]
-        raw = self._run(episode_id, argv, timeout_s=FILE_OP_TIMEOUT_S, cap=max_bytes + 1, err_cap=_ERR_CAP)
-        _raise_file_error(target, raw)
-        return raw.stdout[:max_bytes], len(raw.stdout) > max_bytes
+        return docker_files.read_file(self, episode_id, path, max_bytes=max_bytes)
 
     def write_file(self, episode_id: str, path: str, data: bytes) -> int:
-        target = resolve_path(path)
-        parent, base = posixpath.split(target)
-        if not base:
-            raise FileOpError(target, "is a directory")
-        q, qp = shlex.quote(target), shlex.quote(parent)
-        # Check the target, create the parents, and report the mode of a file being replaced.
-        script = (
-            f"if [ -d {q} ]; then echo 'is a directory' >&2; exit {_EXIT_IS_DIR}; fi\n"
-            f"mkdir -p -- {qp} || exit 1\n"
-            f"if [ -e {q} ]; then stat -L -c %a -- {q}; fi"
-        )
-        raw = self._run(episode_id, ["bash", "-c", script], timeout_s=FILE_OP_TIMEOUT_S, cap=_ERR_CAP)
-        _raise_file_error(target, raw)
-        mode_text = raw.stdout.decode(errors="replace").strip()
-        mode = int(mode_text, 8) if re.fullmatch(r"[0-7]{3,4}", mode_text) else 0o644
-        member = tarfile.TarInfo(base)
-        member.size, member.mode, member.mtime = len(data), mode, int(time.time())
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            tar.addfile(member, io.BytesIO(data))
-        with _infra("write file"):
-            try:
-                self.client.api.put_archive(self.container_name(episode_id), parent, buf.getvalue())
-            except docker.errors.NotFound as exc:
-                raise FileOpError(target, "parent folder vanished", missing=True) from exc
-            except docker.errors.APIError as exc:
-                if exc.status_code is not None and exc.status_code < 500:
-                    raise FileOpError(target, str(exc.explanation or exc)) from exc
-                raise
-        return len(data)
-
+        return docker_files.write_file(self, episode_id, path, data)
 
 def _drain(
     stream: Iterator[tuple[bytes | None, bytes | None]], caps: tuple[int, int], cut: threading.Event
@@ -391,28 +320,6 @@ def _drain(
         if not cut.is_set():
             raise
     return bytes(kept[0]), bytes(kept[1]), truncated
-
-
-def _raise_file_error(target: str, raw: _RawRun) -> None:
-    if raw.exit_code == 0:
-        return
-    reason = raw.stderr.decode("utf-8", errors="replace").strip() or f"exit code {raw.exit_code}"
-    if raw.timed_out:
-        reason = f"timed out after {FILE_OP_TIMEOUT_S:g}s"
-    raise FileOpError(target, reason, missing=raw.exit_code == _EXIT_NOT_FOUND)
-
-
-@contextlib.contextmanager
-def _infra(action: str) -> Iterator[None]:
-    """Turn Docker / transport failures into ``WorkspaceUnavailable``; let our own errors through."""
-    try:
-        yield
-    except ExecutorError:
-        raise
-    except docker.errors.APIError as exc:
-        raise WorkspaceUnavailable(f"{action}: {exc.explanation or exc}") from exc
-    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-        raise WorkspaceUnavailable(f"{action}: {exc}") from exc
 
 
 from services.executor.workspace.pool import effective_labels  # at the end: pool.py uses this module
