@@ -164,7 +164,7 @@ class GateService:
         if again is not None:
             return again
         pool = self._pool(event.run_id)
-        decision = pool.check(intent.text, vector)
+        decision = await asyncio.to_thread(pool.check, intent.text, vector)  # 50k x 768: keep it off the loop
         progress = RunProgress(self.store, event.run_id)
         if decision.accepted:
             self._accept(event.run_id, intent, vector)
