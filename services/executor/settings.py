@@ -21,6 +21,7 @@ class ExecutorSettings(BaseSettings):
     cpus: float = Field(1.0, gt=0)
     network: bool = Field(False, description="Give workspaces a network (off by default).")
     output_cap_bytes: int = Field(64 * 1024, ge=1024, description="Per stream, per command.")
+    max_file_mb: int = Field(256, ge=1, description="No file the agent's commands write grows past this (SIGXFSZ).")
     shell: Literal["persistent", "exec"] = Field(
         "persistent", description="persistent: one long-lived bash per episode (cd/exports persist, ~1 ms per "
         "command); exec: a fresh docker exec per command (~80 ms, no shared state).",
@@ -47,4 +48,5 @@ class ExecutorSettings(BaseSettings):
             cpus=self.cpus,
             network=self.network,
             output_cap_bytes=self.output_cap_bytes,
+            max_file_mb=self.max_file_mb,
         )

@@ -23,6 +23,7 @@ from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 pytestmark = pytest.mark.integration
 
 CAP = 64 * 1024
+MAX_FILE_MB = 8  # RLIMIT_FSIZE of every process in the workspace
 
 
 def workspace_image() -> str:
@@ -41,7 +42,7 @@ def workspace_image() -> str:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[DockerWorkspaceBackend]:
-    limits = WorkspaceLimits(memory_mb=256, pids=128, cpus=1.0, output_cap_bytes=CAP)
+    limits = WorkspaceLimits(memory_mb=256, pids=128, cpus=1.0, output_cap_bytes=CAP, max_file_mb=MAX_FILE_MB)
     prefix = f"ise-it-{uuid.uuid4().hex[:8]}"
     be = DockerWorkspaceBackend(workspace_image(), limits, name_prefix=prefix)
     yield be
@@ -145,6 +146,14 @@ def test_huge_output_is_capped_without_holding_it(backend: DockerWorkspaceBacken
     assert result.exit_code == 0 and result.truncated and not result.timed_out
     assert len(result.stdout) == CAP and result.stderr == "done\n"
     assert peak < 8 * 1024 * 1024, f"peak traced memory {peak} bytes for a 100 MB output"
+
+
+def test_file_size_is_capped(backend: DockerWorkspaceBackend, episode: str) -> None:
+    filled = backend.exec(episode, f"head -c {3 * MAX_FILE_MB}M /dev/zero > big.bin", workdir=None, timeout_s=30)
+    assert filled.exit_code == 128 + 25  # SIGXFSZ
+    size = backend.exec(episode, "stat -c %s big.bin && rm big.bin", workdir=None, timeout_s=10)
+    assert size.exit_code == 0, "the workspace keeps working after hitting the cap"
+    assert int(size.stdout.split()[0]) == MAX_FILE_MB << 20
 
 
 def test_no_network_inside(backend: DockerWorkspaceBackend, episode: str) -> None:

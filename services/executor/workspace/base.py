@@ -19,6 +19,7 @@ class WorkspaceLimits:
     cpus: float = 1.0
     network: bool = False
     output_cap_bytes: int = 64 * 1024
+    max_file_mb: int = 256  # RLIMIT_FSIZE for every process: no single file written grows past it
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,8 @@ class DockerWorkspaceBackend(WorkspaceBackend):
                 pids_limit=lim.pids,
                 nano_cpus=int(lim.cpus * 1e9),
                 security_opt=["no-new-privileges"],
+                # a writer past the cap gets SIGXFSZ (exit 153) and the file stops growing
+                ulimits=[docker.types.Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20)],
             )
         except docker.errors.ImageNotFound as exc:
             raise WorkspaceUnavailable(f"workspace image {self.image!r} not found") from exc
