@@ -31,7 +31,9 @@ from services.executor.errors import (
 )
 from services.executor.workspace.base import WorkspaceBackend, WorkspaceInfo
 from services.executor.workspace.inspect import (
+    DEFAULT_MAX_COMMANDS,
     DEFAULT_MAX_FILES,
+    MAX_COMMANDS_LIMIT,
     MAX_FILES_LIMIT,
     WorkspaceState,
     inspect_workspace,
@@ -194,14 +196,29 @@ class WorkspacesServicer(pb_grpc.WorkspacesServicer):
         max_files = request.max_files if request.HasField("max_files") else DEFAULT_MAX_FILES
         if not 0 < max_files <= MAX_FILES_LIMIT:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_files must be in (0, {MAX_FILES_LIMIT}]")
+        max_commands = request.max_commands if request.HasField("max_commands") else DEFAULT_MAX_COMMANDS
+        if not 0 <= max_commands <= MAX_COMMANDS_LIMIT:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"max_commands must be in [0, {MAX_COMMANDS_LIMIT}]"
+            )
         state: WorkspaceState = await self._call(
-            context, inspect_workspace, self.backend, request.episode_id, max_files=max_files
+            context, inspect_workspace, self.backend, request.episode_id, max_files=max_files, max_commands=max_commands
         )
         return pb.InspectResponse(
             files=[pb.ChangedFile(path=f.path, size=f.size, changed_unix_ms=f.changed_unix_ms) for f in state.files],
             truncated=state.truncated,
             since_start=state.since_start,
             started_unix_ms=state.started_unix_ms,
+            commands=[
+                pb.CommandOutcome(
+                    command=c.command,
+                    exit_code=c.exit_code,
+                    duration_ms=c.duration_ms,
+                    timed_out=c.timed_out,
+                    finished_unix_ms=c.finished_unix_ms,
+                )
+                for c in state.commands
+            ],
         )
 
 

@@ -2,9 +2,10 @@
 
 ``WorkspaceInspector(address, token)`` calls ``ise.v1.Workspaces/Inspect`` (grpc.aio, the
 generated stubs, optional bearer token) and turns the answer into one line the user model can
-read: the files created or changed since the episode started, with their sizes.  Never file
-contents and never tool traffic: the user model must judge the work from its visible effects,
-as a person glancing at the folder would.
+read: the files created or changed since the episode started, with their sizes, and the exit
+codes of the latest commands run there.  Never file contents, commands or tool traffic: the
+user model must judge the work from its visible effects, as a person glancing at the folder
+and at a row of red or green lights would.
 
 Any failure (executor unreachable, workspace gone, deadline) yields ``None`` and the simulator
 falls back to the AgentTurn's own outcome digest; the first failure of each kind is logged as a
@@ -14,6 +15,7 @@ warning, later ones only at debug level, so a run without a reachable executor A
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import grpc
 
@@ -23,6 +25,7 @@ from services.common.rpc.ise.v1 import workspaces_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FILES = 20
+DEFAULT_MAX_COMMANDS = 8
 DEFAULT_TIMEOUT_S = 5.0
 
 
@@ -36,14 +39,21 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def digest_text(response: pb.InspectResponse) -> str:
-    """One line for the user model: the changed files with sizes, newest first (paths only)."""
+@dataclass(frozen=True)
+class WorkspaceView:
+    """The executor's account of a workspace, as text for the user model."""
+
+    files: str  # "files created or changed since the start: a.txt (5 B), ..."
+    exit_codes: str | None = None  # "0, 2, 124 (timed out)", oldest first; None: no command history
+
+
+def digest_text(response: pb.InspectResponse) -> WorkspaceView:
+    """The changed files with sizes, newest first (paths only), and the latest exit codes."""
     scope = "files created or changed since the start" if response.since_start else "files in the workspace"
-    if not response.files:
-        return f"{scope}: none"
-    listed = ", ".join(f"{f.path} ({human_size(f.size)})" for f in response.files)
-    more = ", and more" if response.truncated else ""
-    return f"{scope}: {listed}{more}"
+    listed = ", ".join(f"{f.path} ({human_size(f.size)})" for f in response.files) or "none"
+    more = ", and more" if response.truncated and response.files else ""
+    codes = ", ".join(f"{c.exit_code} (timed out)" if c.timed_out else str(c.exit_code) for c in response.commands)
+    return WorkspaceView(files=f"{scope}: {listed}{more}", exit_codes=codes or None)
 
 
 class WorkspaceInspector:
@@ -55,10 +65,12 @@ class WorkspaceInspector:
         token: str | None = None,
         *,
         max_files: int = DEFAULT_MAX_FILES,
+        max_commands: int = DEFAULT_MAX_COMMANDS,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.address = address
         self.max_files = max_files
+        self.max_commands = max_commands
         self.timeout_s = timeout_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._channel: grpc.aio.Channel | None = None
@@ -73,11 +85,11 @@ class WorkspaceInspector:
 
     async def inspect(self, episode_id: str) -> pb.InspectResponse:
         """The raw Inspect answer (raises ``grpc.aio.AioRpcError``)."""
-        request = pb.InspectRequest(episode_id=episode_id, max_files=self.max_files)
+        request = pb.InspectRequest(episode_id=episode_id, max_files=self.max_files, max_commands=self.max_commands)
         return await self._client().Inspect(request, timeout=self.timeout_s, metadata=self._metadata)
 
-    async def digest(self, episode_id: str) -> str | None:
-        """The workspace digest line, or None when the executor's API cannot tell."""
+    async def digest(self, episode_id: str) -> WorkspaceView | None:
+        """The workspace digest, or None when the executor's API cannot tell."""
         try:
             return digest_text(await self.inspect(episode_id))
         except grpc.aio.AioRpcError as exc:

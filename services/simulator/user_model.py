@@ -17,6 +17,7 @@ from services.common.contracts.messages import OutcomeDigest, Usage
 from services.common.errors import TransientError
 from services.common.llm.client import LLMClient
 from services.common.resources import load_json, load_text, load_yaml
+from services.simulator.grounding import WorkspaceView
 from services.simulator.role_drift import drift_reason
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
@@ -58,16 +59,22 @@ def system_prompt(intent: Intent) -> str:
     )
 
 
-def agent_view(reply: str, digest: OutcomeDigest, error: str | None = None, workspace: str | None = None) -> str:
+def agent_view(
+    reply: str, digest: OutcomeDigest, error: str | None = None, workspace: WorkspaceView | None = None
+) -> str:
     """What the user sees of one agent turn: the reply plus the real outcome digest.
 
     ``workspace`` is the executor's own account of the workspace (``grounding.digest_text``:
-    files created or changed, with sizes); when given, it replaces the turn's list of files
-    written, and the exit codes and tool-error count still come from the turn's digest.
+    files created or changed, with sizes, and the exit codes of the latest commands); when
+    given, it replaces the turn's list of files written and, when it has a command history, the
+    turn's exit codes.  The tool-error count always comes from the turn's digest.
     """
-    codes = ", ".join(str(c) for c in digest.exit_codes) or "none"
-    files = workspace or f"files written: {', '.join(digest.files_written) or 'none'}"
-    note = f"[workspace] {files}; command exit codes: {codes}; tool errors: {digest.tool_errors}"
+    if workspace is not None and workspace.exit_codes:
+        codes = f"latest command exit codes: {workspace.exit_codes}"
+    else:
+        codes = f"command exit codes: {', '.join(str(c) for c in digest.exit_codes) or 'none'}"
+    files = workspace.files if workspace else f"files written: {', '.join(digest.files_written) or 'none'}"
+    note = f"[workspace] {files}; {codes}; tool errors: {digest.tool_errors}"
     return f"{reply.strip() or '(no reply)'}\n\n{note}" + (f"\n[error] {error}" if error else "")
 
 

@@ -137,6 +137,8 @@ async def test_inspect_lists_what_the_episode_changed(backend: DockerWorkspaceBa
         assert _files(state) == {"notes/plan.md": 5, "out/data bin.csv": 8}
         assert state.since_start and state.started_unix_ms == empty.started_unix_ms and not state.truncated
         assert state.files[0].path == "out/data bin.csv"  # newest first
+        # the agent's commands, oldest first; the executor's own probes (marker, listing) are not recorded
+        assert [(c.command, c.exit_code, c.timed_out) for c in state.commands] == [(hostile, 0, False), (made, 0, False)]
         assert all(f.changed_unix_ms >= state.started_unix_ms for f in state.files)
 
         # an edit of a pre-episode file counts; a file from before the episode alone does not
@@ -144,10 +146,17 @@ async def test_inspect_lists_what_the_episode_changed(backend: DockerWorkspaceBa
         capped = await stub.Inspect(pb.InspectRequest(episode_id="g3", max_files=1))
         assert _files(capped) == {"old/before.txt": 10} and capped.truncated
         assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command="type -t find"))).stdout == "function\n"
+        await stub.Exec(pb.ExecRequest(episode_id="g3", command="false"))
+        await stub.Exec(pb.ExecRequest(episode_id="g3", command="sleep 30", timeout_s=0.5))
+        latest = await stub.Inspect(pb.InspectRequest(episode_id="g3", max_commands=2))
+        assert [(c.command, c.exit_code, c.timed_out) for c in latest.commands] == [("false", 1, False), ("sleep 30", 124, True)]
+        assert latest.commands[1].duration_ms >= 500 and latest.commands[1].finished_unix_ms >= latest.started_unix_ms
+        assert list((await stub.Inspect(pb.InspectRequest(episode_id="g3", max_commands=0))).commands) == []
 
         nf, bad = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT
         assert await _code(stub.Inspect(pb.InspectRequest(episode_id="nope"))) == nf
         assert await _code(stub.Inspect(pb.InspectRequest(episode_id="g3", max_files=0))) == bad
+        assert await _code(stub.Inspect(pb.InspectRequest(episode_id="g3", max_commands=101))) == bad
         await stub.Close(pb.CloseWorkspaceRequest(episode_id="g3"))
 
 

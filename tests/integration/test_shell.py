@@ -131,7 +131,7 @@ def test_exit_and_a_dead_shell_do_not_break_the_episode(backend: DockerWorkspace
     assert killed.exit_code == 137 and "new shell" in killed.stderr
     fresh = run(backend, episode, "pwd; echo ok")
     assert fresh.exit_code == 0 and fresh.stdout == "/workspace\nok\n"
-    driver = run(backend, episode, "pkill -f shell_driver.py; sleep 5")
+    driver = run(backend, episode, "pkill -f 'm shell_driver'; sleep 5")
     assert driver.exit_code != 0 and "[ise]" in driver.stderr
     assert run(backend, episode, "echo back").stdout == "back\n"
 

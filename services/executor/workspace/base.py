@@ -59,8 +59,13 @@ class WorkspaceBackend(abc.ABC):
         """The live workspace of ``episode_id``, or None."""
 
     @abc.abstractmethod
-    def exec(self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float) -> ExecResult:
-        """Run a shell command; a command past ``timeout_s`` is killed and reported (timed_out)."""
+    def exec(
+        self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float, record: bool = True
+    ) -> ExecResult:
+        """Run a shell command; a command past ``timeout_s`` is killed and reported (timed_out).
+
+        ``record=False`` keeps the executor's own probes out of the workspace's command history.
+        """
 
     @abc.abstractmethod
     def read_file(self, episode_id: str, path: str, *, max_bytes: int) -> tuple[bytes, bool]:

@@ -8,8 +8,9 @@ unless the limits allow it.  Images are never pulled (there may be no registry).
 
 The agent's ``exec`` runs, by default (``shell="persistent"``), in the episode's long-lived
 shell (``shell.py``: one ``docker exec -i`` driver per episode, ~1 ms a command, ``cd`` and
-exports persist; a ``workdir`` runs that one command in a subshell there).  With
-``shell="exec"`` (and for file helpers, or when the driver cannot start) each command is its own
+exports persist; a ``workdir`` runs that one command in a subshell there).  File reads
+and writes travel over the same shell.  With
+``shell="exec"`` (or when the driver cannot start) each command is its own
 ``docker exec`` of ``timeout -k 2 <t> bash -lc <cmd>``: the in-container ``timeout`` kills the
 whole process group past the deadline; a host-side watchdog closes the stream if even that
 hangs.  Output is drained as it streams and only the first
@@ -207,7 +208,9 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         keep = [i for i in infos if i.episode_id and (run_id is None or i.run_id == run_id)]  # not idle pool ones
         return sorted(keep, key=lambda info: info.name)
 
-    def exec(self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float) -> ExecResult:
+    def exec(
+        self, episode_id: str, command: str, *, workdir: str | None, timeout_s: float, record: bool = True
+    ) -> ExecResult:
         if "\x00" in command:
             raise ToolArgumentError("the command contains a NUL byte")
         if not timeout_s or timeout_s <= 0:
@@ -217,7 +220,8 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             where = None if workdir is None else resolve_path(workdir)
             try:
                 return self._shells.exec(
-                    episode_id, lambda: self._start_shell(episode_id), command, where, timeout_s, cap, self.host_grace_s
+                    episode_id, lambda: self._start_shell(episode_id), command, where, timeout_s, cap,
+                    self.host_grace_s, record=record,
                 )
             except ShellUnavailable:
                 pass  # no usable driver in this workspace (e.g. no python3): one docker exec per command
@@ -268,6 +272,22 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         timed_out = host_killed or (exit_code in _TIMEOUT_EXIT_CODES and duration_s >= timeout_s)
         code = -1 if exit_code is None else int(exit_code)
         return _RawRun(code, out, err, int(duration_s * 1000), truncated, timed_out)
+
+    def shell_request(self, episode_id: str, payload: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
+        """One single-reply request (a file operation) through the episode's shell.
+
+        None when this backend runs without persistent shells or no driver can run in the
+        workspace; the caller then uses ``docker exec`` instead.
+        """
+        if self.shell != "persistent":
+            return None
+        try:
+            reply, _ = self._shells.call(
+                episode_id, lambda: self._start_shell(episode_id), lambda session: session.request(payload, timeout_s)
+            )
+        except ShellUnavailable:
+            return None
+        return reply
 
     def _start_shell(self, episode_id: str) -> ShellSession:
         name = self.container_name(episode_id)

@@ -1,12 +1,16 @@
 """File operations of the Docker workspace backend: read and write files inside a container.
 
-Reads go through a helper command (``head -c``: binary-safe, follows symlinks); writes check the
-target with a helper command, then upload a one-file tar with ``put_archive``. Also the small
-primitives the backend shares with them: path resolution, raw exec results, error mapping.
+Both go through the episode's persistent shell when it runs (``shell_driver/files.py``: one
+request on the open socket, about a millisecond, and writes that land inside tmpfs mounts or a
+disk quota like any process's).  Otherwise reads use a helper command (``head -c``: binary-safe,
+follows symlinks) and writes check the target with a helper command, then upload a one-file
+tar with ``put_archive``.  Also the small primitives the backend shares with them: path
+resolution, raw exec results, error mapping.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import posixpath
@@ -57,6 +61,10 @@ def read_file(backend: DockerWorkspaceBackend, episode_id: str, path: str, *, ma
     if max_bytes < 0:
         raise ToolArgumentError(f"max_bytes must be >= 0, got {max_bytes}")
     target = resolve_path(path)
+    reply = backend.shell_request(episode_id, {"op": "read", "path": target, "max": max_bytes}, FILE_OP_TIMEOUT_S)
+    if reply is not None:
+        _raise_reply_error(target, reply)
+        return base64.b64decode(reply["data"]), bool(reply["truncated"])
     q = shlex.quote(target)  # head follows symlinks and is binary-safe
     script = (
         f"if [ -d {q} ]; then echo 'is a directory' >&2; exit {_EXIT_IS_DIR}; fi\n"
@@ -75,6 +83,11 @@ def write_file(backend: DockerWorkspaceBackend, episode_id: str, path: str, data
     parent, base = posixpath.split(target)
     if not base:
         raise FileOpError(target, "is a directory")
+    payload = {"op": "write", "path": target, "data": base64.b64encode(data).decode()}
+    reply = backend.shell_request(episode_id, payload, FILE_OP_TIMEOUT_S)
+    if reply is not None:
+        _raise_reply_error(target, reply)
+        return int(reply["written"])
     q, qp = shlex.quote(target), shlex.quote(parent)
     # Check the target, create the parents, and report the mode of a file being replaced.
     script = (
@@ -101,6 +114,11 @@ def write_file(backend: DockerWorkspaceBackend, episode_id: str, path: str, data
                 raise FileOpError(target, str(exc.explanation or exc)) from exc
             raise
     return len(data)
+
+
+def _raise_reply_error(target: str, reply: dict[str, object]) -> None:
+    if reply.get("error"):
+        raise FileOpError(target, str(reply["error"]), missing=bool(reply.get("missing")))
 
 
 def _raise_file_error(target: str, raw: _RawRun) -> None:

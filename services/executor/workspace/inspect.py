@@ -15,24 +15,29 @@ would fall before the marker), and ``touch -d`` or ``tar x`` can date an mtime a
 Without a marker (a workspace started some other way) every file is listed and ``since_start``
 says so.  An agent that deletes the marker moves the reference to its next turn.
 
-Everything runs in a clean ``env -i bash --noprofile --norc`` child of the episode's shell, so
-the agent's functions, aliases, ``set -e`` or ``cd`` cannot change the answer, and its only trace
-in the agent's shell is ``$?``.  Exit codes of the agent's commands are not read here: the
-persistent shell keeps no history of them, and they already travel in each AgentTurn's digest.
+The latest commands come from the history the shell driver appends to in the container
+(``shell_driver/history.py``: command head, exit code, duration, timed out, end time), read with
+``tail`` and kept when they ended after the marker.  Everything runs in a clean ``env -i bash
+--noprofile --norc`` child of the episode's shell, unrecorded, so the agent's functions, aliases,
+``set -e`` or ``cd`` cannot change the answer, and its only trace in the agent's shell is ``$?``.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 
 from services.executor.errors import WorkspaceError
 from services.executor.workspace.base import WorkspaceBackend
+from services.executor.workspace.shell_driver.history import PATH as HISTORY_PATH
 
 WORKSPACE_DIR = "/workspace"
 MARKER_PATH = "/tmp/.ise-episode-start"
 PRUNED_DIRS: tuple[str, ...] = (".git", "node_modules", "__pycache__", ".venv")
 DEFAULT_MAX_FILES = 200
+DEFAULT_MAX_COMMANDS = 10
+MAX_COMMANDS_LIMIT = 100  # history lines are at most ~300 bytes: well inside the exec output cap
 MAX_FILES_LIMIT = 5000  # bounded by the exec output cap too (about 64 KiB of listing)
 INSPECT_TIMEOUT_S = 20.0
 # The kernel stamps file times from a coarse clock (one tick, up to 10 ms), and ``find -cnewer`` is a
@@ -53,11 +58,21 @@ class ChangedFile:
 
 
 @dataclass(frozen=True)
+class CommandOutcome:
+    command: str  # the first 200 characters
+    exit_code: int
+    duration_ms: int
+    timed_out: bool
+    finished_unix_ms: int
+
+
+@dataclass(frozen=True)
 class WorkspaceState:
     files: list[ChangedFile] = field(default_factory=list)  # most recently changed first
     truncated: bool = False
     since_start: bool = False  # False: no marker, every file under /workspace is listed
     started_unix_ms: int = 0
+    commands: list[CommandOutcome] = field(default_factory=list)  # oldest first
 
 
 def _clean(script: str) -> str:
@@ -71,18 +86,22 @@ def mark_episode_start(backend: WorkspaceBackend, episode_id: str) -> None:
         f"[ -e {marker} ] && exit 0; t=$(( $(date +%s%N) - {MARKER_BACKDATE_NS} )); "
         f'touch -d "@${{t:0:-9}}.${{t: -9}}" {marker}'
     )
-    result = backend.exec(episode_id, _clean(script), workdir=None, timeout_s=INSPECT_TIMEOUT_S)
+    result = backend.exec(episode_id, _clean(script), workdir=None, timeout_s=INSPECT_TIMEOUT_S, record=False)
     if result.exit_code != 0:
         raise InspectError(f"cannot create the episode-start marker (exit {result.exit_code}): {result.stderr[:300]}")
 
 
-def inspect_script(max_files: int) -> str:
-    """The shell script: a header line, then ``ctime\\tsize\\tpath\\0`` records, newest first."""
+def inspect_script(max_files: int, max_commands: int = DEFAULT_MAX_COMMANDS) -> str:
+    """The shell script: a header line, ``history N`` and N history lines, then
+    ``ctime\\tsize\\tpath\\0`` records, newest first."""
     marker = shlex.quote(MARKER_PATH)
+    history = shlex.quote(HISTORY_PATH)
     prune = " -o ".join(f"-name {shlex.quote(name)}" for name in PRUNED_DIRS)
     return (
         f"if [ -e {marker} ]; then echo \"marker $(stat -c %.3Y {marker})\"; newer=(-cnewer {marker}); "
         "else echo 'nomarker 0'; newer=(); fi\n"
+        f"h=''; [ {max_commands} -gt 0 ] && h=$(tail -n {max_commands} {history} 2>/dev/null)\n"
+        "printf 'history %s\\n' \"$(printf '%s' \"$h\" | grep -c '')\"; [ -n \"$h\" ] && printf '%s\\n' \"$h\"\n"
         f"find {WORKSPACE_DIR} -xdev \\( -type d \\( {prune} \\) -prune \\) -o "
         "-type f \"${newer[@]}\" -printf '%C@\\t%s\\t%P\\0' 2>/dev/null "
         f"| sort -z -t $'\\t' -k1,1gr -k3 | head -z -n {max_files + 1}\n"
@@ -92,10 +111,13 @@ def inspect_script(max_files: int) -> str:
 
 def parse_listing(stdout: str, max_files: int, cut: bool) -> WorkspaceState:
     """Parse ``inspect_script``'s output; ``cut`` means the exec output cap was hit."""
-    header, _, body = stdout.partition("\n")
+    header, _, rest = stdout.partition("\n")
     kind, _, stamp = header.partition(" ")
-    if kind not in ("marker", "nomarker"):
+    label, _, count = rest.partition("\n")[0].partition(" ")
+    if kind not in ("marker", "nomarker") or label != "history" or not count.isdigit():
         raise InspectError(f"unexpected inspection output: {stdout[:200]!r}")
+    *history, body = rest.partition("\n")[2].split("\n", int(count))
+    started_ms = int(float(stamp or 0) * 1000)
     records = body.split("\0")
     records.pop()  # the text after the last NUL: empty, or a record the output cap cut
     files: list[ChangedFile] = []
@@ -110,19 +132,45 @@ def parse_listing(stdout: str, max_files: int, cut: bool) -> WorkspaceState:
         files=files[:max_files],
         truncated=truncated,
         since_start=kind == "marker",
-        started_unix_ms=int(float(stamp or 0) * 1000),
+        started_unix_ms=started_ms,
+        commands=[c for c in map(_command, history) if c is not None and c.finished_unix_ms >= started_ms],
     )
 
 
-def inspect_workspace(backend: WorkspaceBackend, episode_id: str, *, max_files: int = DEFAULT_MAX_FILES) -> WorkspaceState:
-    """The files under /workspace created or changed since the episode started (blocking).
+def _command(line: str) -> CommandOutcome | None:
+    """One history record; None for a line that is not one (a half-written or edited file)."""
+    try:
+        raw = json.loads(line)
+        return CommandOutcome(
+            command=str(raw["cmd"]),
+            exit_code=int(raw["exit_code"]),
+            duration_ms=int(raw["duration_ms"]),
+            timed_out=bool(raw["timed_out"]),
+            finished_unix_ms=int(raw["t"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def inspect_workspace(
+    backend: WorkspaceBackend,
+    episode_id: str,
+    *,
+    max_files: int = DEFAULT_MAX_FILES,
+    max_commands: int = DEFAULT_MAX_COMMANDS,
+) -> WorkspaceState:
+    """The files under /workspace created or changed and the latest commands since the episode started (blocking).
 
     Raises the backend's errors (``WorkspaceNotFound``, ``WorkspaceUnavailable``) unchanged and
     ``InspectError`` when the listing command fails.
     """
     if not 0 < max_files <= MAX_FILES_LIMIT:
         raise ValueError(f"max_files must be in (0, {MAX_FILES_LIMIT}], got {max_files}")
-    result = backend.exec(episode_id, _clean(inspect_script(max_files)), workdir=None, timeout_s=INSPECT_TIMEOUT_S)
+    if not 0 <= max_commands <= MAX_COMMANDS_LIMIT:
+        raise ValueError(f"max_commands must be in [0, {MAX_COMMANDS_LIMIT}], got {max_commands}")
+    result = backend.exec(
+        episode_id, _clean(inspect_script(max_files, max_commands)), workdir=None, timeout_s=INSPECT_TIMEOUT_S, record=False
+    )
     if result.exit_code != 0 or result.timed_out:
         raise InspectError(f"inspection failed (exit {result.exit_code}): {result.stderr[:300]}")
     return parse_listing(result.stdout, max_files, result.truncated)

@@ -1,11 +1,13 @@
 """Long-lived shells for Docker workspaces: one persistent bash per episode, reached in ~1 ms.
 
-At the first ``exec`` of an episode the driver (``shell_driver.py``, standard-library Python)
+At the first call of an episode the driver (the ``shell_driver`` package, standard-library Python)
 is copied into the container with ``put_archive`` and started by ONE ``docker exec -i`` whose
 hijacked attach socket stays open; every later command is a JSON line written to that socket
 and answered by JSON lines read back from it (Docker's 8-byte stream multiplexing, driver's
 stdout only).  The driver keeps the shell, so ``cd``, ``export``, variables, functions and
 aliases persist between calls; see its docstring for timeouts, output caps and restarts.
+File reads and writes travel over the same socket (``ShellSession.request``), so they too cost
+about a millisecond instead of a ``docker exec``.
 
 Every call of one episode holds that episode's lock (calls are blocking, made from worker
 threads; different episodes run concurrently).  The host waits for a reply at most
@@ -31,15 +33,17 @@ import threading
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from services.executor.workspace.base import ExecResult
 
-DRIVER_PATH = "/opt/ise/shell_driver.py"
+DRIVER_DIR = "/opt/ise"  # the package is /opt/ise/shell_driver
+DRIVER_PACKAGE = "shell_driver"
 START_TIMEOUT_S = 15.0
 DRIVER_ESCALATION_S = 4.0  # the driver's own TERM -> INT/KILL -> KILL-all -> new shell ladder
 _HEADER = struct.Struct(">BxxxL")
 _DIAG_CAP = 4096
+T = TypeVar("T")
 
 
 class ShellUnavailable(Exception):
@@ -50,23 +54,37 @@ class _Broken(Exception):
     """The attach socket closed or timed out."""
 
 
-def driver_source() -> bytes:
-    """The in-container driver, as shipped."""
-    return resources.files("services.executor.workspace").joinpath("shell_driver.py").read_bytes()
+def driver_files() -> dict[str, bytes]:
+    """The in-container driver package, as shipped: module file name -> source."""
+    package = resources.files("services.executor.workspace").joinpath(DRIVER_PACKAGE)
+    return {item.name: item.read_bytes() for item in package.iterdir() if item.name.endswith(".py")}
+
+
+def driver_command(pids_limit: int) -> list[str]:
+    """The argv that starts the shipped driver (it drops PYTHONPATH before starting bash)."""
+    return ["env", f"PYTHONPATH={DRIVER_DIR}", "python3", "-u", "-m", DRIVER_PACKAGE, str(pids_limit)]
 
 
 def _driver_archive() -> bytes:
-    data = driver_source()
+    now = int(time.time())
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for folder in ("opt", "opt/ise"):
+        root = DRIVER_DIR.strip("/")
+        folders = [*_parents(root), root, f"{root}/{DRIVER_PACKAGE}"]
+        for folder in folders:
             entry = tarfile.TarInfo(folder)
-            entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            entry.type, entry.mode, entry.mtime = tarfile.DIRTYPE, 0o755, now
             tar.addfile(entry)
-        member = tarfile.TarInfo(DRIVER_PATH.lstrip("/"))
-        member.size, member.mode, member.mtime = len(data), 0o644, int(time.time())
-        tar.addfile(member, io.BytesIO(data))
+        for name, data in sorted(driver_files().items()):
+            member = tarfile.TarInfo(f"{root}/{DRIVER_PACKAGE}/{name}")
+            member.size, member.mode, member.mtime = len(data), 0o644, now
+            tar.addfile(member, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 class ShellSession:
@@ -84,7 +102,7 @@ class ShellSession:
     @classmethod
     def start(cls, api: Any, name: str, create_exec: Callable[[list[str]], str], pids_limit: int) -> ShellSession:
         api.put_archive(name, "/", _driver_archive())
-        exec_id = create_exec(["python3", "-u", DRIVER_PATH, str(pids_limit)])
+        exec_id = create_exec(driver_command(pids_limit))
         response = api.exec_start(exec_id, socket=True)
         sock = getattr(response, "_sock", response)  # SocketIO wraps the real socket
         session = cls(sock, response)
@@ -156,11 +174,35 @@ class ShellSession:
         value: dict[str, Any] = json.loads(line)
         return value
 
-    def run(self, command: str, workdir: str | None, timeout_s: float, cap: int, host_grace_s: float) -> ExecResult:
-        """Run one command; a broken or silent driver yields a result with a note (and closes)."""
+    def request(self, payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one single-reply request (a file operation) and return the reply.
+
+        A driver that goes away or does not answer within ``timeout_s`` closes the session and
+        raises ``_Broken`` (file operations are idempotent: the caller may retry afresh).
+        """
         self.next_id += 1
         rid = self.next_id
-        request = {"id": rid, "cmd": command, "workdir": workdir, "timeout": timeout_s, "cap": cap}
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._sock.sendall(json.dumps({"id": rid, **payload}).encode() + b"\n")
+            while True:
+                message = self._read_message(deadline)
+                if message.get("id") == rid and message.get("done"):
+                    return message
+        except (_Broken, OSError) as exc:
+            self.close()
+            raise _Broken(str(exc)) from exc
+
+    def run(
+        self, command: str, workdir: str | None, timeout_s: float, cap: int, host_grace_s: float, *, record: bool = True
+    ) -> ExecResult:
+        """Run one command; a broken or silent driver yields a result with a note (and closes).
+
+        ``record=False`` keeps the command out of the workspace's history (the executor's own probes).
+        """
+        self.next_id += 1
+        rid = self.next_id
+        request = {"id": rid, "cmd": command, "workdir": workdir, "timeout": timeout_s, "cap": cap, "record": record}
         started = time.monotonic()
         kept: list[bytearray] = [bytearray(), bytearray()]
         truncated = False
@@ -225,17 +267,13 @@ class ShellPool:
         with self._lock:
             return self._locks.setdefault(episode_id, threading.Lock())
 
-    def exec(
-        self,
-        episode_id: str,
-        start: Callable[[], ShellSession],
-        command: str,
-        workdir: str | None,
-        timeout_s: float,
-        cap: int,
-        host_grace_s: float,
-    ) -> ExecResult:
-        """Run ``command`` in the episode's shell, starting one (``start``) when there is none."""
+    def call(self, episode_id: str, start: Callable[[], ShellSession], fn: Callable[[ShellSession], T]) -> tuple[T, bool]:
+        """``fn(session)`` in the episode's shell, started (``start``) when there is none.
+
+        Returns ``fn``'s result and whether a previous shell had gone away (its state is lost).
+        ``fn`` raising ``_Broken`` means the request did not get an answer from a live driver:
+        it is retried once in a new shell, then ``ShellUnavailable`` is raised.
+        """
         with self._episode_lock(episode_id):
             for attempt in range(2):
                 with self._lock:
@@ -248,18 +286,33 @@ class ShellPool:
                     with self._lock:
                         self._sessions[episode_id] = session
                 try:
-                    result = session.run(command, workdir, timeout_s, cap, host_grace_s)
+                    return fn(session), lost
                 except _Broken:
-                    # The request never reached the driver (dead socket): safe to retry once afresh.
                     self.discard(episode_id)
                     if attempt:
                         raise ShellUnavailable("the workspace shell could not be reached") from None
-                    continue
-                if lost:
-                    note = "[ise] the previous shell had gone away; this ran in a new one (cwd, variables lost).\n"
-                    result = dataclasses.replace(result, stderr=note + result.stderr)
-                return result
             raise AssertionError("unreachable")
+
+    def exec(
+        self,
+        episode_id: str,
+        start: Callable[[], ShellSession],
+        command: str,
+        workdir: str | None,
+        timeout_s: float,
+        cap: int,
+        host_grace_s: float,
+        *,
+        record: bool = True,
+    ) -> ExecResult:
+        """Run ``command`` in the episode's shell (a lost previous shell is noted in stderr)."""
+        result, lost = self.call(
+            episode_id, start, lambda s: s.run(command, workdir, timeout_s, cap, host_grace_s, record=record)
+        )
+        if lost:
+            note = "[ise] the previous shell had gone away; this ran in a new one (cwd, variables lost).\n"
+            result = dataclasses.replace(result, stderr=note + result.stderr)
+        return result
 
     def discard(self, episode_id: str) -> None:
         """Forget (and disconnect) the episode's shell; the driver then kills it."""

@@ -132,12 +132,28 @@ class ListWorkspacesResponse(_message.Message):
     def __init__(self, workspaces: _Optional[_Iterable[_Union[Workspace, _Mapping]]] = ...) -> None: ...
 
 class InspectRequest(_message.Message):
-    __slots__ = ("episode_id", "max_files")
+    __slots__ = ("episode_id", "max_files", "max_commands")
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_FILES_FIELD_NUMBER: _ClassVar[int]
+    MAX_COMMANDS_FIELD_NUMBER: _ClassVar[int]
     episode_id: str
     max_files: int
-    def __init__(self, episode_id: _Optional[str] = ..., max_files: _Optional[int] = ...) -> None: ...
+    max_commands: int
+    def __init__(self, episode_id: _Optional[str] = ..., max_files: _Optional[int] = ..., max_commands: _Optional[int] = ...) -> None: ...
+
+class CommandOutcome(_message.Message):
+    __slots__ = ("command", "exit_code", "duration_ms", "timed_out", "finished_unix_ms")
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    exit_code: int
+    duration_ms: int
+    timed_out: bool
+    finished_unix_ms: int
+    def __init__(self, command: _Optional[str] = ..., exit_code: _Optional[int] = ..., duration_ms: _Optional[int] = ..., timed_out: _Optional[bool] = ..., finished_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ChangedFile(_message.Message):
     __slots__ = ("path", "size", "changed_unix_ms")
@@ -150,13 +166,15 @@ class ChangedFile(_message.Message):
     def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., changed_unix_ms: _Optional[int] = ...) -> None: ...
 
 class InspectResponse(_message.Message):
-    __slots__ = ("files", "truncated", "since_start", "started_unix_ms")
+    __slots__ = ("files", "truncated", "since_start", "started_unix_ms", "commands")
     FILES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     SINCE_START_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
     files: _containers.RepeatedCompositeFieldContainer[ChangedFile]
     truncated: bool
     since_start: bool
     started_unix_ms: int
-    def __init__(self, files: _Optional[_Iterable[_Union[ChangedFile, _Mapping]]] = ..., truncated: _Optional[bool] = ..., since_start: _Optional[bool] = ..., started_unix_ms: _Optional[int] = ...) -> None: ...
+    commands: _containers.RepeatedCompositeFieldContainer[CommandOutcome]
+    def __init__(self, files: _Optional[_Iterable[_Union[ChangedFile, _Mapping]]] = ..., truncated: _Optional[bool] = ..., since_start: _Optional[bool] = ..., started_unix_ms: _Optional[int] = ..., commands: _Optional[_Iterable[_Union[CommandOutcome, _Mapping]]] = ...) -> None: ...
