@@ -22,6 +22,12 @@ class ExecutorSettings(BaseSettings):
     network: bool = Field(False, description="Give workspaces a network (off by default).")
     output_cap_bytes: int = Field(64 * 1024, ge=1024, description="Per stream, per command.")
     max_file_mb: int = Field(256, ge=1, description="No file the agent's commands write grows past this (SIGXFSZ).")
+    disk_mb: int = Field(
+        2048, ge=0, description="Total disk one workspace may write (Docker --storage-opt size; 0 = no cap). "
+        "Needs a storage driver that enforces it (btrfs, zfs, devicemapper, overlay2 on xfs+pquota); "
+        "`ise stack up` gives its dockerd a btrfs data root. Elsewhere workspaces run uncapped, with a warning.",
+    )
+    require_disk_quota: bool = Field(False, description="Refuse to create workspaces the daemon cannot cap.")
     shell: Literal["persistent", "exec"] = Field(
         "persistent", description="persistent: one long-lived bash per episode (cd/exports persist, ~1 ms per "
         "command); exec: a fresh docker exec per command (~80 ms, no shared state).",
@@ -49,4 +55,6 @@ class ExecutorSettings(BaseSettings):
             network=self.network,
             output_cap_bytes=self.output_cap_bytes,
             max_file_mb=self.max_file_mb,
+            disk_mb=self.disk_mb,
+            require_disk_quota=self.require_disk_quota,
         )

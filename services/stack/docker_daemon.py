@@ -3,7 +3,8 @@
 Owns: deciding whether a daemon answers (docker SDK ``ping``, honouring ``DOCKER_HOST``),
 starting ``dockerd`` when none does (root only, local unix socket only), choosing daemon flags
 that work on this machine (plain first, then ``--iptables=false``, ``--bridge=none``, the ``vfs``
-storage driver; the flags that worked are remembered per machine), the state file and log
+storage driver; the flags that worked are remembered per machine; first of all, a btrfs data
+root so workspaces can get a disk quota, see ``quota_root.py``), the state file and log
 of a daemon it started, and stopping that daemon again.  It never stops a daemon it did not
 start.  Concurrent callers are serialised with a per-machine lock file, so two processes calling
 :func:`ensure_docker` at once start at most one daemon, whatever their stack dirs.
@@ -31,6 +32,7 @@ import docker
 from docker.errors import DockerException
 
 from services.common.locks import file_lock
+from services.stack import quota_root
 from services.stack.procs import ServerRecord, StackError, is_alive, log_tail, spawn, stop, wait_until
 
 log = logging.getLogger(__name__)
@@ -120,15 +122,22 @@ def docker_info(client: docker.DockerClient | None = None) -> DockerInfo:
     )
 
 
-def _flag_candidates() -> list[tuple[str, ...]]:
+def _flag_candidates(quota: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Flag sets to try in order: with the ``quota`` data-root flags first, then without."""
     forced = os.environ.get("ISE_DOCKERD_FLAGS")
     if forced is not None:
         return [tuple(shlex.split(forced))]
     candidates: list[tuple[str, ...]] = []
     with contextlib.suppress(OSError, ValueError, TypeError):
-        candidates.append(tuple(json.loads(FLAGS_PATH.read_text())))
+        candidates.append(tuple(f for f in json.loads(FLAGS_PATH.read_text()) if not _is_quota_flag(f, quota)))
     candidates += [f for f in FLAG_FALLBACKS if f not in candidates]
-    return candidates
+    with_quota = [quota + f for f in candidates if quota and not any("storage-driver" in x for x in f)]
+    return with_quota + candidates
+
+
+def _is_quota_flag(flag: str, quota: tuple[str, ...]) -> bool:
+    """The data-root flags come from ``quota_root`` each start; they are never remembered."""
+    return flag in quota or flag.startswith("--data-root=") or flag == "--storage-driver=btrfs"
 
 
 def _starting_pid(host: str) -> int | None:
@@ -163,7 +172,8 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
     log_path = sdir / f"{NAME}.log"
     host_args = () if host == DEFAULT_SOCKET else ("--host", host)
     failures: list[str] = []
-    for flags in _flag_candidates():
+    quota = () if "ISE_DOCKERD_FLAGS" in os.environ else quota_root.dockerd_flags()
+    for flags in _flag_candidates(quota):
         remaining = deadline - time.monotonic()
         if remaining <= 1:
             break
@@ -192,7 +202,7 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
         ServerRecord(name=NAME, pid=proc.pid, address=host, log_path=str(log_path)).save(sdir)
         if "ISE_DOCKERD_FLAGS" not in os.environ:  # remember what worked on this machine
             FLAGS_PATH.parent.mkdir(parents=True, exist_ok=True)
-            FLAGS_PATH.write_text(json.dumps(list(flags)))
+            FLAGS_PATH.write_text(json.dumps([f for f in flags if not _is_quota_flag(f, quota)]))
         return
     detail = "\n\n".join(failures) or f"out of time\n{log_tail(log_path)}"
     raise StackError(f"could not start dockerd with any flag set (see {log_path}):\n{detail}")

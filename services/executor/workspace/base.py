@@ -20,6 +20,8 @@ class WorkspaceLimits:
     network: bool = False
     output_cap_bytes: int = 64 * 1024
     max_file_mb: int = 256  # RLIMIT_FSIZE for every process: no single file written grows past it
+    disk_mb: int = 0  # total disk a workspace may write (0: no total cap); see workspace/disk_quota.py
+    require_disk_quota: bool = False  # fail instead of running uncapped where the daemon cannot cap
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from services.executor.errors import (
 )
 from services.executor.workspace import docker_files
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
+from services.executor.workspace.disk_quota import DiskQuota
 from services.executor.workspace.docker_files import WORKSPACE_DIR, _infra, _RawRun, resolve_path
 from services.executor.workspace.shell import ShellPool, ShellSession, ShellUnavailable
 
@@ -82,6 +83,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         self._client = client
         self._client_lock = threading.Lock()
         self.pool: WarmPool | None = None  # set by WarmPool.start()
+        self.disk_quota = DiskQuota(limits.disk_mb, required=limits.require_disk_quota)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -161,26 +163,38 @@ class DockerWorkspaceBackend(WorkspaceBackend):
 
     def create_container(self, name: str, labels: dict[str, str]) -> dict[str, Any]:
         """Create (not start) a workspace container; never pulls: there may be no registry."""
-        lim = self.limits
         try:
-            container = self.client.containers.create(
-                self.image,
-                command=["sleep", "infinity"],
-                name=name,
-                labels=labels,
-                init=True,  # Docker's init reaps the orphans of killed commands
-                working_dir=WORKSPACE_DIR,
-                network_mode=None if lim.network else "none",
-                mem_limit=f"{lim.memory_mb}m",
-                memswap_limit=f"{lim.memory_mb}m",
-                pids_limit=lim.pids,
-                nano_cpus=int(lim.cpus * 1e9),
-                security_opt=["no-new-privileges"],
-                # a writer past the cap gets SIGXFSZ (exit 153) and the file stops growing
-                ulimits=[docker.types.Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20)],
-            )
+            storage_opt = self.disk_quota.storage_opt(self.client, self.image)
+            self.disk_quota.check_required()
+            try:
+                return self._create(name, labels, storage_opt)
+            except docker.errors.APIError as exc:
+                if storage_opt is None or exc.status_code == 409 or not self.disk_quota.rejected(exc):
+                    raise
+            self.disk_quota.check_required()
+            return self._create(name, labels, None)
         except docker.errors.ImageNotFound as exc:
             raise WorkspaceUnavailable(f"workspace image {self.image!r} not found") from exc
+
+    def _create(self, name: str, labels: dict[str, str], storage_opt: dict[str, str] | None) -> dict[str, Any]:
+        lim = self.limits
+        container = self.client.containers.create(
+            self.image,
+            command=["sleep", "infinity"],
+            name=name,
+            labels=labels,
+            init=True,  # Docker's init reaps the orphans of killed commands
+            working_dir=WORKSPACE_DIR,
+            network_mode=None if lim.network else "none",
+            mem_limit=f"{lim.memory_mb}m",
+            memswap_limit=f"{lim.memory_mb}m",
+            pids_limit=lim.pids,
+            nano_cpus=int(lim.cpus * 1e9),
+            security_opt=["no-new-privileges"],
+            # a writer past the cap gets SIGXFSZ (exit 153) and the file stops growing
+            ulimits=[docker.types.Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20)],
+            storage_opt=storage_opt,  # the total disk quota, where the storage driver enforces one
+        )
         return dict(container.attrs)
 
     def get(self, episode_id: str) -> WorkspaceInfo | None:

@@ -1,0 +1,117 @@
+"""A btrfs data root for the dockerd the stack starts, so every workspace gets a real disk quota.
+
+Docker enforces ``--storage-opt size`` (a container's total disk) only on some storage drivers:
+btrfs (qgroups), overlay2 over xfs mounted with ``pquota``, zfs, devicemapper.  overlay2 on ext4,
+the usual default, cannot; and this machine's kernel has no xfs quota support.  So when the
+stack starts dockerd itself, it puts the daemon's data root on a btrfs file system in a sparse
+loop file: ``~/.cache/ise/docker-btrfs.img`` (``ISE_DOCKER_DISK_GB``, default 48 GiB, never more
+than the free space leaves room for; sparse, so it only takes what is written), mounted at
+``~/.cache/ise/docker-btrfs`` with quotas enabled, and dockerd runs with
+``--data-root=<mount>/docker --storage-driver=btrfs``.
+
+Best effort: without root, ``mkfs.btrfs``, loop devices or the btrfs module, or with
+``ISE_DOCKER_DISK_GB=0``, :func:`dockerd_flags` returns ``()`` with the reason logged, and the
+daemon starts on its default data root (workspaces then run without a total disk quota, which
+the executor reports).  A daemon the stack did not start is never changed.  The mount is left in
+place when the daemon stops (``umount ~/.cache/ise/docker-btrfs`` removes it by hand).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MACHINE_DIR = Path.home() / ".cache" / "ise"
+IMAGE_PATH = MACHINE_DIR / "docker-btrfs.img"
+MOUNT_POINT = MACHINE_DIR / "docker-btrfs"
+DEFAULT_GB = 48
+MIN_GB = 4
+FREE_RESERVE_GB = 4  # never size the file into the last few GiB of the host disk
+_TIMEOUT_S = 120
+
+
+class QuotaRootUnavailable(Exception):
+    """The btrfs data root cannot be set up on this machine (the reason says why)."""
+
+
+def wanted_gb() -> int:
+    """The requested size in GiB (``ISE_DOCKER_DISK_GB``); 0 turns the btrfs root off."""
+    raw = os.environ.get("ISE_DOCKER_DISK_GB", str(DEFAULT_GB)).strip()
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise QuotaRootUnavailable(f"ISE_DOCKER_DISK_GB={raw!r} is not a whole number of GiB") from exc
+    if value < 0:
+        raise QuotaRootUnavailable(f"ISE_DOCKER_DISK_GB={value} must be >= 0")
+    return value
+
+
+def is_mounted(mount_point: Path = MOUNT_POINT) -> bool:
+    """True when a btrfs file system is mounted at ``mount_point``."""
+    target = str(mount_point.resolve())
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            rows = [line.split() for line in fh]
+    except OSError:
+        return False
+    return any(len(row) > 2 and row[1] == target and row[2] == "btrfs" for row in rows)
+
+
+def _run(argv: list[str]) -> None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QuotaRootUnavailable(f"{argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        raise QuotaRootUnavailable(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+
+
+def _size_bytes(gb: int) -> int:
+    MACHINE_DIR.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(MACHINE_DIR).free
+    size = min(gb << 30, free - (FREE_RESERVE_GB << 30))
+    if size < MIN_GB << 30:
+        raise QuotaRootUnavailable(f"only {free >> 30} GiB free under {MACHINE_DIR}; need {MIN_GB + FREE_RESERVE_GB}")
+    return size
+
+
+def ensure_quota_root() -> Path:
+    """Create (once) and mount the btrfs file system; return the dockerd data root inside it."""
+    gb = wanted_gb()
+    if gb == 0:
+        raise QuotaRootUnavailable("ISE_DOCKER_DISK_GB=0")
+    if not is_mounted():
+        if os.geteuid() != 0:
+            raise QuotaRootUnavailable("mounting a loop file system needs root")
+        if shutil.which("mkfs.btrfs") is None:
+            raise QuotaRootUnavailable("mkfs.btrfs is missing (apt-get install btrfs-progs)")
+        if not IMAGE_PATH.exists():
+            size = _size_bytes(gb)
+            log.info("creating a %d GiB sparse btrfs file %s for Docker's data root", size >> 30, IMAGE_PATH)
+            partial = IMAGE_PATH.with_suffix(".partial")
+            with open(partial, "wb") as fh:
+                fh.truncate(size)
+            _run(["mkfs.btrfs", "-q", "-f", str(partial)])
+            partial.rename(IMAGE_PATH)
+        MOUNT_POINT.mkdir(parents=True, exist_ok=True)
+        _run(["mount", "-o", "loop", str(IMAGE_PATH), str(MOUNT_POINT)])
+    _run(["btrfs", "quota", "enable", str(MOUNT_POINT)])  # idempotent; docker would also do it lazily
+    root = MOUNT_POINT / "docker"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def dockerd_flags() -> tuple[str, ...]:
+    """Flags that put a new dockerd on the btrfs root, or ``()`` (logged) when it cannot be had."""
+    try:
+        root = ensure_quota_root()
+    except (QuotaRootUnavailable, OSError) as exc:
+        log.warning("Docker's data root stays on the default file system, so workspaces get no total disk "
+                    "quota: %s", exc)
+        return ()
+    return (f"--data-root={root}", "--storage-driver=btrfs")
