@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import docker.errors
 import pytest
 
 from services.executor.errors import WorkspaceUnavailable
@@ -26,3 +27,12 @@ def test_drivers_that_cap_the_whole_rootfs_or_only_the_layer() -> None:
         quota.decide({"Driver": driver, "DriverStatus": [["Backing Filesystem", backing]]})
         assert quota.enforced is enforced, driver
     assert DiskQuota(0).enforced is None  # decided only when a workspace is created with a quota
+
+
+def test_a_full_qgroup_btrfs_daemon_widens_the_quota_then_a_refusing_one_drops_it() -> None:
+    quota = DiskQuota(100)
+    quota.decide({"Driver": "btrfs", "DriverStatus": []})
+    too_small = docker.errors.APIError("500", explanation="Failed to limit qgroup for &{}: disk quota exceeded")
+    assert quota.rejected(too_small) and quota.enforced  # now image size + 100 MB
+    assert quota.rejected(too_small) and not quota.enforced  # refused again: no quota
+    assert not DiskQuota(100).rejected(docker.errors.APIError("500", explanation="no such image"))

@@ -1,9 +1,12 @@
 """The total disk quota of a workspace: Docker's ``--storage-opt size``, where the daemon can enforce it.
 
-What ``size`` means depends on the daemon's storage driver: btrfs (qgroups), zfs and devicemapper
-cap the container's whole root file system, image included, so the value is the image's size
-plus ``disk_mb``; overlay2 over xfs with ``pquota`` caps only the container's own writable
-layer, so it is ``disk_mb``.  Other drivers (overlay2 on ext4, vfs) cannot cap a container at all.
+What ``size`` counts depends on the daemon's storage driver: zfs, devicemapper and btrfs with
+full qgroups cap the container's whole root file system, image included, so the value is the
+image's size plus ``disk_mb``; overlay2 over xfs with ``pquota`` and btrfs with simple quotas
+(what ``ise stack up`` sets up) count only what the container writes, so it is ``disk_mb``.
+On btrfs the narrow value is tried first: a full-qgroup daemon refuses it ("quota exceeded"
+at create, the image alone being larger) and the image's size is added from then on.  Other
+drivers (overlay2 on ext4, vfs) cannot cap a container at all.
 
 The decision is made once per backend from ``docker info`` (and, for overlay2 on xfs, from the
 first create: a daemon without ``pquota`` rejects the option, and the quota is then dropped).
@@ -25,7 +28,7 @@ from services.executor.errors import WorkspaceUnavailable
 
 log = logging.getLogger(__name__)
 
-WHOLE_ROOTFS_DRIVERS = ("btrfs", "zfs", "devicemapper")
+WHOLE_ROOTFS_DRIVERS = ("zfs", "devicemapper")
 HOW_TO = (
     "give Docker a storage driver that enforces --storage-opt size (btrfs, zfs, devicemapper, or overlay2 "
     "on xfs mounted with pquota; `ise stack up` starts its own dockerd on a btrfs data root), or set "
@@ -41,6 +44,7 @@ class DiskQuota:
         self.required = required
         self._lock = threading.Lock()
         self._mode: str | None = None  # "rootfs", "layer" or "none", once decided
+        self._widened = False
         self.reason = ""
 
     @property
@@ -70,6 +74,8 @@ class DiskQuota:
         backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "?")
         if driver in WHOLE_ROOTFS_DRIVERS:
             self._mode = "rootfs"
+        elif driver == "btrfs":
+            self._mode = "layer"  # simple quotas; widened to "rootfs" if the daemon says otherwise
         elif driver == "overlay2" and backing == "xfs":
             self._mode = "layer"  # pquota is only known when the daemon accepts the option
         else:
@@ -92,10 +98,15 @@ class DiskQuota:
                                        f"{HOW_TO}")
 
     def rejected(self, exc: docker.errors.APIError) -> bool:
-        """True when ``exc`` is the daemon refusing the size option (then the quota is dropped)."""
+        """True when ``exc`` is the daemon refusing the size option; the next ``storage_opt`` then
+        widens a btrfs layer quota to the whole root file system, or drops the quota."""
         text = str(exc.explanation or exc).lower()
         if "storage-opt" not in text and "storage opt" not in text and "quota" not in text:
             return False
         with self._lock:
-            self._unsupported(f"the daemon refused --storage-opt size ({exc.explanation or exc})")
+            if self._mode == "layer" and "qgroup" in text and not self._widened:
+                self._mode, self._widened = "rootfs", True  # full qgroups: the image counts too
+                log.info("the daemon's btrfs quotas count the image too: quota = image + %d MB", self.disk_mb)
+            else:
+                self._unsupported(f"the daemon refused --storage-opt size ({exc.explanation or exc})")
         return True

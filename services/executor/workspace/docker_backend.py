@@ -166,13 +166,15 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         try:
             storage_opt = self.disk_quota.storage_opt(self.client, self.image)
             self.disk_quota.check_required()
-            try:
-                return self._create(name, labels, storage_opt)
-            except docker.errors.APIError as exc:
-                if storage_opt is None or exc.status_code == 409 or not self.disk_quota.rejected(exc):
-                    raise
-            self.disk_quota.check_required()
-            return self._create(name, labels, None)
+            for _ in range(2):  # a refused size is retried once, widened (btrfs) or without a quota
+                try:
+                    return self._create(name, labels, storage_opt)
+                except docker.errors.APIError as exc:
+                    if storage_opt is None or exc.status_code == 409 or not self.disk_quota.rejected(exc):
+                        raise
+                storage_opt = self.disk_quota.storage_opt(self.client, self.image)
+                self.disk_quota.check_required()
+            return self._create(name, labels, storage_opt)
         except docker.errors.ImageNotFound as exc:
             raise WorkspaceUnavailable(f"workspace image {self.image!r} not found") from exc
 
