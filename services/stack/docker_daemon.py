@@ -169,6 +169,7 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
         raise StackError("no Docker daemon answers and starting dockerd needs root: run "
                          "`sudo dockerd &` (or rootless Docker) and set DOCKER_HOST if needed")
     binary = _dockerd_binary()
+    sdir.mkdir(parents=True, exist_ok=True)  # a fresh machine has no state dir yet
     log_path = sdir / f"{NAME}.log"
     host_args = () if host == DEFAULT_SOCKET else ("--host", host)
     failures: list[str] = []
