@@ -29,7 +29,8 @@ from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.contracts.messages import ChatMessage
 from services.common.llm.client import LLMClient
 from services.common.llm.scripted_server import ScriptedLLMServer
-from services.common.settings import KafkaSettings, LLMSettings
+from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
+from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, run_turn
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import Toolbox
@@ -109,6 +110,10 @@ async def main(turns: int) -> None:
                "ISE_LLM_AGENT_MODEL": "bench:agent", "ISE_LOG_LEVEL": "WARNING"}
         pipeline = LocalPipeline(env, Path("/tmp") / prefix)
         pipeline.start_one("executor", "executor")
+        store = StateStore(RedisSettings(url=endpoints.redis_url, key_prefix=prefix))
+        for ep in [*system_eps, "warm0", "warm1"]:  # the simulator registers episodes; here we do
+            await store.open_episode(ep, "bench")
+        await store.close()
         try:
             await system_turns(kafka, backend, [f"warm{i}" for i in range(2)], 1)  # consumer joined, caches warm
             sys_t, handler_t = await system_turns(kafka, backend, system_eps, max(1, turns // len(system_eps)))

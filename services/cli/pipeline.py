@@ -3,6 +3,12 @@ until every accepted intent has a final verdict, stop the services, write statis
 
 Used by ``ise run`` and by the end-to-end test, so both exercise the same processes.
 
+Isolation: the services a run starts are scoped to it (``ISE_KAFKA_RUN_SCOPE``): they consume
+only that run's events, in consumer groups of their own that start at the run's start, so two
+runs at once on one stack, or a run after an aborted one, each write exactly their own records.
+The executor's gRPC port gets a fresh random token per run (the simulator gets the same one),
+so no other local process can reach the run's workspaces.
+
 Grounding: unless the environment says otherwise, the executor's gRPC Workspaces API gets a free
 loopback port and the simulator is pointed at it (``ISE_SIM_WORKSPACES_ADDR``), so the user model
 sees the real workspace state.  Only the first executor replica binds that port; further
@@ -15,23 +21,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
-import sys
+import secrets
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from services.cli.supervisor import LONG_RUNNING, LocalPipeline
+from services.common.retry import is_outage
 from services.common.settings import RedisSettings
 from services.common.state import RunProgress, StateStore
 from services.dedup.stats import write_stats
 from services.intent.settings import IntentSettings
-from services.stack.procs import StackError, free_port, log_tail, spawn, stop
+from services.stack.procs import StackError, free_port
 
 log = logging.getLogger(__name__)
 
-LONG_RUNNING = ("dedup", "simulator", "executor")
+__all__ = ["LONG_RUNNING", "LocalPipeline", "RunResult", "run_pipeline", "wait_for_run", "with_workspaces_grounding"]
 
 
 @dataclass
@@ -53,6 +61,7 @@ def with_workspaces_grounding(env: dict[str, str]) -> dict[str, str]:
     if "ISE_EXEC_GRPC_PORT" not in env:
         env["ISE_EXEC_GRPC_PORT"] = str(free_port(host))
     port = env["ISE_EXEC_GRPC_PORT"]
+    env.setdefault("ISE_EXEC_GRPC_TOKEN", secrets.token_urlsafe(24))
     if port != "0" and "ISE_SIM_WORKSPACES_ADDR" not in env:
         env["ISE_SIM_WORKSPACES_ADDR"] = f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         if env.get("ISE_EXEC_GRPC_TOKEN"):
@@ -60,56 +69,16 @@ def with_workspaces_grounding(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def scoped_to(env: dict[str, str], run_id: str) -> dict[str, str]:
+    """``env`` for services that serve only ``run_id``, with consumer groups starting now."""
+    return {**env, "ISE_KAFKA_RUN_SCOPE": run_id, "ISE_KAFKA_RUN_STARTED_MS": str(int(time.time() * 1000))}
+
+
 def run_finished(p: dict[str, int | str]) -> bool:
     """Every proposed intent decided, and every accepted one has its final verdict."""
     get = lambda k: int(p.get(k, 0))
     decided = get("accepted") + get("rejected") >= get("proposed")
     return bool(get("intents_done")) and decided and get("episodes_final") >= get("accepted")
-
-
-class LocalPipeline:
-    """The three consuming services as child processes sharing one environment."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path, replicas: dict[str, int] | None = None) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.replicas = {name: 1 for name in LONG_RUNNING} | (replicas or {})
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self) -> None:
-        for name in LONG_RUNNING:
-            for i in range(self.replicas[name]):
-                extra = {"ISE_EXEC_GRPC_PORT": "0"} if name == "executor" and i > 0 else None  # one binds the port
-                self.start_one(name, f"{name}-{i}", extra)
-
-    def start_one(self, service: str, label: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "services.cli.main", "service", service]
-        proc = spawn(argv, log_path=self.log_dir / f"{label}.log", env={**self.env, **(extra_env or {})})
-        self.procs[label] = proc
-        return proc
-
-    def kill(self, label: str) -> None:
-        """SIGKILL one process (a crash, not a clean stop) and forget it."""
-        proc = self.procs.pop(label)
-        proc.kill()
-        proc.wait(timeout=10)
-
-    def check_alive(self) -> None:
-        """Raise with its log tail if a service died (a finished job with exit code 0 is fine)."""
-        for label, proc in self.procs.items():
-            code = proc.poll()
-            if code is not None and not (label.endswith("-job") and code == 0):
-                path = self.log_dir / f"{label}.log"
-                raise StackError(f"service {label} exited with code {proc.returncode}\n{log_tail(path, 30)}")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            stop(proc.pid, timeout_s=20)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                log.warning("process %s did not exit", proc.pid)
-        self.procs.clear()
 
 
 async def wait_for_run(
@@ -122,9 +91,20 @@ async def wait_for_run(
     progress = RunProgress(store, run_id)
     deadline = time.monotonic() + timeout_s
     bar = tqdm(desc="episodes", unit="episode", disable=None)
+    snap: dict[str, int | str] = {}
     try:
         while True:
-            snap = await progress.snapshot()
+            try:
+                snap = await progress.snapshot()
+            except Exception as exc:  # Redis restarting: the services wait it out, and so do we
+                if not is_outage(exc):
+                    raise
+                log.warning("progress unavailable (%s: %s); retrying", type(exc).__name__, exc)
+                pipeline.check_alive()
+                if time.monotonic() > deadline:
+                    raise StackError(f"run {run_id}: Redis unreachable at the deadline ({exc})") from exc
+                await asyncio.sleep(max(poll_s, 1.0))
+                continue
             bar.total = int(snap.get("accepted", 0)) or None
             bar.n = int(snap.get("episodes_final", 0))
             bar.refresh()
@@ -163,9 +143,10 @@ async def run_pipeline(
     started = time.monotonic()
     run_dir = out_dir / run_id
     log_dir = run_dir / "logs"
-    env = with_workspaces_grounding({**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)})
+    env = scoped_to(with_workspaces_grounding({**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)}), run_id)
     pipeline = LocalPipeline(env, log_dir)
     store = StateStore(RedisSettings(**_redis_overrides(env)))
+    _cancel_on_sigterm()
     pipeline.start()
     try:
         pipeline.start_one(
@@ -187,6 +168,13 @@ async def run_pipeline(
     stats = write_stats(run_dir, {"run_id": run_id, "progress": snap, "intent_diversity": diversity})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
     return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
+
+
+def _cancel_on_sigterm() -> None:
+    """SIGTERM cancels the run like Ctrl-C does, so the ``finally`` stops every child."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 def _redis_overrides(env: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ from services.cli.llm_setup import llm_plan
 from services.cli.pipeline import RunResult, run_pipeline
 from services.common.ids import new_run_id
 from services.common.logs import setup_logging
+from services.common.settings_check import check_environment
 from services.intent.settings import IntentSettings
 from services.stack import stack
 
@@ -19,6 +20,7 @@ log = logging.getLogger("ise.run")
 
 def run_command(args: argparse.Namespace) -> int:
     setup_logging("run")
+    check_environment()  # a misspelt ISE_* setting stops the run before anything starts
     run_id = args.run_id or new_run_id()
     out = args.out.resolve()
     log.info("run %s: bringing up the embedded stack (first time: installs jars, builds the image)", run_id)
@@ -29,7 +31,11 @@ def run_command(args: argparse.Namespace) -> int:
         if args.max_turns:
             env["ISE_SIM_MAX_TURNS"] = str(args.max_turns)
         intents = IntentSettings(count=args.intents, seed=args.seed)
-        result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout))
+        try:
+            result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout))
+        except asyncio.CancelledError:
+            log.warning("run %s stopped by SIGTERM; every service it started was stopped", run_id)
+            return 143
     print(summary(result, plan.mode, plan.quality))
     return 0
 

@@ -4,10 +4,21 @@ A subscriber gets the raw record, validates it into its topic's model and calls 
 What cannot be processed never blocks the partition and is never lost:
 
 * bytes that are not a valid event           -> ``ise.dlq`` at once (ContractError)
+* an outage (Redis, Kafka, sockets)          -> retried with capped backoff; past the outage
+                                                window the message is handed back un-committed
+* a TransientError                           -> retried ``attempts`` times, then ``ise.dlq``
 * a handler's PermanentError or unknown bug  -> ``ise.dlq`` with the error and traceback
-* a TransientError                           -> retried with backoff, then ``ise.dlq``
 
-Offsets are committed after the handler returns (at-least-once); handlers are idempotent.
+Acknowledgement policy (every subscriber): ``AckPolicy.NACK_ON_ERROR``. ``_dispatch`` settles
+each message itself and returns normally (offset committed) once the handler succeeded or the
+dead letter was published; it raises only when it could do neither, and then FastStream seeks
+the partition back so the same message is delivered again (at-least-once; handlers are
+idempotent). Fields a newer producer added are ignored (``envelope.read_compatible``).
+
+Run scope: with ``ISE_KAFKA_RUN_SCOPE`` set (``ise run`` does), the process consumes only the
+events of that run, in consumer groups of its own, so two runs on one stack never see each
+other's records; events carry their run id in the ``ise-run-id`` header, so a foreign event is
+skipped without parsing it.
 """
 
 from __future__ import annotations
@@ -18,7 +29,6 @@ import os
 import socket
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -28,10 +38,11 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
-from services.common.contracts.envelope import Envelope
+from services.common.contracts.envelope import Envelope, is_safe_id, read_compatible
 from services.common.contracts.events import DeadLetter
 from services.common.errors import PermanentError, TransientError
 from services.common.ids import event_id
+from services.common.retry import RetryPolicy, is_outage
 from services.common.settings import KafkaSettings
 
 E = TypeVar("E", bound=Envelope)
@@ -40,17 +51,10 @@ Handler = Callable[[E], Awaitable[None]]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Whole trajectories travel as one message; the embedded broker allows the same size."""
 
+RUN_HEADER = "ise-run-id"
+"""Record header naming the run of the event (lets scoped consumers skip without parsing)."""
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 8.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay_s, self.base_delay_s * (2**attempt))
 
 
 async def ensure_topics(settings: KafkaSettings) -> list[str]:
@@ -82,6 +86,9 @@ class EventBus:
         self.topics = settings.topics
         self.service = service
         self.producer_name = f"{service}@{socket.gethostname()}:{os.getpid()}"
+        self.scope = settings.run_scope
+        self.groups: list[tuple[str, str]] = []
+        """(topic, consumer group) of every subscription, for positioning scoped groups."""
         self._dlq_declared = False
         self.broker = KafkaBroker(
             settings.bootstrap.split(","),
@@ -98,13 +105,12 @@ class EventBus:
         return {"event_id": event_id(kind, run_id, *parts), "run_id": run_id, "producer": self.producer_name}
 
     async def publish(self, event: Envelope, topic: str, key: str) -> None:
-        await self.publish_json(event.model_dump_json(), topic, key)
+        await self.publish_json(event.model_dump_json(), topic, key, event.run_id)
 
-    async def publish_json(self, payload: str, topic: str, key: str) -> None:
-        """Publish an already-serialised event (e.g. one kept in an outbox)."""
-        await self.broker.publish(
-            payload.encode(), topic, key=key.encode(), headers={"content-type": "application/json"}
-        )
+    async def publish_json(self, payload: str, topic: str, key: str, run_id: str) -> None:
+        """Publish an already-serialised event (e.g. one kept in an outbox) of run ``run_id``."""
+        headers = {"content-type": "application/json", RUN_HEADER: run_id}
+        await self.broker.publish(payload.encode(), topic, key=key.encode(), headers=headers)
 
     def declare(self, topic: str, model: type[Envelope]) -> None:
         """Record that this service publishes ``model`` on ``topic`` (for the AsyncAPI document)."""
@@ -128,11 +134,13 @@ class EventBus:
         if not self._dlq_declared:
             self.declare(self.topics.dlq, DeadLetter)
             self._dlq_declared = True
+        group = self.settings.group(self.service, purpose)
+        self.groups.append((topic, group))
         subscriber = self.broker.subscriber(
             topic,
-            group_id=self.settings.group(self.service, purpose),
+            group_id=group,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.ACK,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
             max_workers=max_workers if max_workers > 1 else None,
             max_poll_interval_ms=max_poll_interval_ms,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
@@ -148,28 +156,52 @@ class EventBus:
 
     async def _dispatch(self, message: KafkaMessage, model: type[E], handler: Handler[E], policy: RetryPolicy) -> None:
         record = message.raw_message
+        header_run = _run_header(record)
+        if self.scope and header_run is not None and header_run != self.scope:
+            return  # another run's event: not ours to handle (its own services handle it)
         try:
-            event = model.model_validate_json(message.body)
+            event, ignored = read_compatible(model, message.body)
         except ValidationError as exc:
             await self.dead_letter(record, "ContractError", f"not a valid {model.__name__}: {exc}")
             return
-        for attempt in range(policy.attempts):
+        if self.scope and event.run_id != self.scope:
+            return
+        if ignored:
+            log.info("%s from %s: ignored fields of a newer contract: %s", model.__name__, event.producer, ignored)
+        await self._handle(record, event, handler, policy)
+
+    async def _handle(self, record: object, event: E, handler: Handler[E], policy: RetryPolicy) -> None:
+        """Run the handler until it succeeds or the message is settled (see the module docstring)."""
+        topic = getattr(record, "topic", "?")
+        transient_tries = 0
+        outage_tries = 0
+        outage_since: float | None = None
+        while True:
             try:
                 await handler(event)
                 return
-            except TransientError as exc:
-                if attempt + 1 == policy.attempts:
-                    await self.dead_letter(record, type(exc).__name__, f"gave up after {policy.attempts} tries: {exc}")
-                    return
-                log.warning("transient error on %s (try %d): %s", record.topic, attempt + 1, exc)
-                await asyncio.sleep(policy.delay(attempt))
             except PermanentError as exc:
                 await self.dead_letter(record, type(exc).__name__, str(exc))
                 return
+            except TransientError as exc:
+                transient_tries += 1
+                if transient_tries >= policy.attempts:
+                    await self.dead_letter(record, type(exc).__name__, f"gave up after {policy.attempts} tries: {exc}")
+                    return
+                log.warning("transient error on %s (try %d): %s", topic, transient_tries, exc)
+                await policy.sleep(transient_tries - 1)
             except Exception as exc:
-                log.exception("handler failed on %s offset %s", record.topic, record.offset)
-                await self.dead_letter(record, type(exc).__name__, "".join(traceback.format_exception(exc)))
-                return
+                if not is_outage(exc):
+                    log.exception("handler failed on %s offset %s", topic, getattr(record, "offset", None))
+                    await self.dead_letter(record, type(exc).__name__, "".join(traceback.format_exception(exc)))
+                    return
+                now = asyncio.get_running_loop().time()
+                outage_since = outage_since if outage_since is not None else now
+                if now - outage_since > policy.outage_window_s:
+                    raise  # not committed: Kafka delivers this message again
+                log.warning("%s on %s: waiting for it to come back (%s)", type(exc).__name__, topic, exc)
+                await policy.sleep(outage_tries)
+                outage_tries += 1
 
     async def dead_letter(self, record: object, error_type: str, error: str) -> None:
         topic = getattr(record, "topic", "?")
@@ -179,9 +211,10 @@ class EventBus:
         key = raw_key.decode(errors="replace") if isinstance(raw_key, bytes) else raw_key
         value = getattr(record, "value", b"") or b""
         log.error("dead-lettering %s[%s]@%s: %s: %s", topic, partition, offset, error_type, error.splitlines()[0:1])
+        run_id = _run_header(record) or ""
         letter = DeadLetter(
             event_id=event_id("dlq", topic, partition, offset, self.service),
-            run_id="unknown",
+            run_id=run_id if is_safe_id(run_id) else "unknown",
             producer=self.producer_name,
             source_topic=topic,
             partition=partition,
@@ -192,4 +225,13 @@ class EventBus:
             error=error[:20_000],
             payload=value.decode(errors="replace") if isinstance(value, bytes) else str(value),
         )
+        # If this publish fails, the exception reaches FastStream and the message is not committed.
         await self.publish(letter, self.topics.dlq, key or "none")
+
+
+def _run_header(record: object) -> str | None:
+    """The ``ise-run-id`` header of a raw record, if it has one."""
+    for name, value in getattr(record, "headers", None) or ():
+        if name == RUN_HEADER:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None

@@ -1,4 +1,5 @@
-"""Running a service process: topics ensured, broker started, hooks, clean stop on SIGTERM/SIGINT."""
+"""Running a service process: settings checked, topics ensured, run-scoped groups positioned,
+broker started, hooks, clean stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from faststream import FastStream
 
 from services.common.bus import EventBus, ensure_topics
+from services.common.run_scope import position_scoped_groups
+from services.common.settings_check import check_environment
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -20,10 +23,15 @@ def build_app(
     after_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
 ) -> FastStream:
+    log = logging.getLogger(f"ise.{bus.service}")
+
     async def topics() -> None:
         created = await ensure_topics(bus.settings)
         if created:
-            logging.getLogger(f"ise.{bus.service}").info("created topics: %s", ", ".join(created))
+            log.info("created topics: %s", ", ".join(created))
+        if bus.scope:
+            log.info("run-scoped: consuming only run %s", bus.scope)
+            await position_scoped_groups(bus.settings, bus.groups)
 
     return FastStream(
         bus.broker,
@@ -35,4 +43,6 @@ def build_app(
 
 
 def run(app: FastStream) -> None:
+    """Run a service until SIGTERM/SIGINT; unknown ``ISE_*`` settings stop it before it starts."""
+    check_environment()
     asyncio.run(app.run())

@@ -30,14 +30,24 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     retention_ms: int = Field(-1, description="-1 keeps data forever: Kafka is the log of record.")
     request_timeout_ms: int = 30_000
+    run_scope: str = Field(
+        "",
+        description="A run id: consume only that run's events, in consumer groups of its own starting at "
+        "the run's start (set by `ise run` for the services it starts; empty = serve every run).",
+    )
+    run_started_ms: int = Field(
+        0, ge=0, description="With run_scope: the run's start (epoch ms); new scoped groups start there."
+    )
 
     @property
     def topics(self) -> Topics:
         return Topics.with_prefix(self.topic_prefix)
 
     def group(self, service: str, purpose: str) -> str:
-        """Consumer-group id: one group per (service, purpose), isolated by the topic prefix."""
-        return f"{self.topic_prefix}ise.{service}.{purpose}"
+        """Consumer-group id: one group per (service, purpose), isolated by the topic prefix and,
+        for a run-scoped process, by the run."""
+        scoped = f".run.{self.run_scope}" if self.run_scope else ""
+        return f"{self.topic_prefix}ise.{service}.{purpose}{scoped}"
 
 
 class RedisSettings(BaseSettings):

@@ -42,8 +42,9 @@ class StateStore:
             await self._binary.aclose()
 
     async def get_model(self, key: str, model: type[M]) -> M | None:
+        """The model saved under ``key`` (fields a newer version added are ignored), or None."""
         raw = await self.redis.get(key)
-        return None if raw is None else model.model_validate_json(raw)
+        return None if raw is None else model.model_validate_json(raw, extra="ignore")
 
     async def put_model(self, key: str, value: BaseModel) -> None:
         await self.redis.set(key, value.model_dump_json(), ex=self.settings.state_ttl_s)
@@ -58,6 +59,18 @@ class StateStore:
     async def claim(self, key: str, owner: str, ttl_s: int | None = None) -> bool:
         """True for the first caller only (SET NX); later callers see False until it expires."""
         return bool(await self.redis.set(key, owner, nx=True, ex=ttl_s or self.settings.state_ttl_s))
+
+
+    def episode_key(self, episode_id: str) -> str:
+        return self.key("episode", episode_id, "open")
+
+    async def open_episode(self, episode_id: str, run_id: str) -> None:
+        """Register an episode the simulator started; the executor acts only on registered ones."""
+        await self.redis.set(self.episode_key(episode_id), run_id, ex=self.settings.state_ttl_s)
+
+    async def episode_run(self, episode_id: str) -> str | None:
+        """The run of a registered episode, or None when nobody started it (or it expired)."""
+        return await self.redis.get(self.episode_key(episode_id))
 
 
 class RunProgress:

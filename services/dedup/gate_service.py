@@ -17,10 +17,11 @@ import numpy as np
 from pydantic import ValidationError
 
 from services.common.bus import EventBus
-from services.common.contracts.envelope import StrictModel
+from services.common.contracts.envelope import read_compatible
 from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady
 from services.common.contracts.intent import Intent
 from services.common.ids import episode_id
+from services.common.outbox import OutboxItem, flush
 from services.common.replay import read_to_end
 from services.common.state import RunProgress, StateStore
 from services.dedup.batcher import EncodeBatcher
@@ -33,12 +34,6 @@ from services.dedup.vendi import VendiByCell
 log = logging.getLogger(__name__)
 REBUILD_BATCH = 256
 REPORT_DELAY_S = 1.0
-
-
-class SavedDecision(StrictModel):
-    topic: str
-    key: str
-    event: str
 
 
 class GateService:
@@ -116,9 +111,11 @@ class GateService:
         tasks: list[TaskReady] = []
         async for record in read_to_end(self.bus.settings, self.bus.topics.tasks):
             try:
-                task = TaskReady.model_validate_json(record.value)
+                task, _ = read_compatible(TaskReady, record.value or b"")
             except ValidationError:
                 continue  # the DLQ already has it: the live consumer dead-letters bad records
+            if self.bus.scope and task.run_id != self.bus.scope:
+                continue
             if task.attempt == 0 and task.intent.intent_id not in self._pool(task.run_id):
                 tasks.append(task)
         added = 0
@@ -148,32 +145,32 @@ class GateService:
     async def on_proposed(self, event: IntentProposed) -> None:
         intent = event.intent
         key = self.store.key("dedup", "decision", event.run_id, intent.intent_id)
-        saved = await self.store.get_model(key, SavedDecision)
+        saved = await self.store.get_model(key, OutboxItem)
         if saved is None:
             self._dim()
             assert self._batcher is not None and self._cache is not None
             vector = await self._batcher.encode(intent.text)
             async with self._lock:
                 saved = await self._decide(event, vector)
-        await self.bus.publish_json(saved.event, saved.topic, saved.key)
+        await flush(self.bus, [saved])
 
-    async def _decide(self, event: IntentProposed, vector) -> SavedDecision:
+    async def _decide(self, event: IntentProposed, vector) -> OutboxItem:
         intent = event.intent
         key = self.store.key("dedup", "decision", event.run_id, intent.intent_id)
-        again = await self.store.get_model(key, SavedDecision)  # decided while we waited?
+        again = await self.store.get_model(key, OutboxItem)  # decided while we waited?
         if again is not None:
             return again
         pool = self._pool(event.run_id)
-        decision = await asyncio.to_thread(pool.check, intent.text, vector)  # 50k x 768: keep it off the loop
         progress = RunProgress(self.store, event.run_id)
+        if intent.intent_id in pool:  # accepted before the decision could be saved (Redis blip)
+            saved = OutboxItem.of(self.bus.topics.tasks, *self._task(event))
+            await self.store.put_model(key, saved)
+            return saved
+        decision = await asyncio.to_thread(pool.check, intent.text, vector)  # 50k x 768: keep it off the loop
         if decision.accepted:
             self._accept(event.run_id, intent, vector)
             await self._cache.put(intent.text, vector)  # type: ignore[union-attr]
-            ep = episode_id(event.run_id, intent.intent_id, 0)
-            task = TaskReady(
-                **self.bus.envelope("task", event.run_id, ep), episode_id=ep, attempt=0, intent=intent, seed=intent.seed
-            )
-            saved = SavedDecision(topic=self.bus.topics.tasks, key=ep, event=task.model_dump_json())
+            saved = OutboxItem.of(self.bus.topics.tasks, *self._task(event))
             await progress.count_once("accepted", intent.intent_id)
         else:
             rejected = IntentRejected(
@@ -183,8 +180,17 @@ class GateService:
                 nearest_intent_id=decision.nearest_id,
                 similarity=decision.similarity,
             )
-            saved = SavedDecision(topic=self.bus.topics.intents_rejected, key=intent.intent_id, event=rejected.model_dump_json())
+            saved = OutboxItem.of(self.bus.topics.intents_rejected, intent.intent_id, rejected)
             await progress.count_once("rejected", intent.intent_id)
             log.info("rejected %s: %s of %s (cos %.3f)", intent.intent_id, decision.reason, decision.nearest_id, decision.similarity)
         await self.store.put_model(key, saved)
         return saved
+
+    def _task(self, event: IntentProposed) -> tuple[str, TaskReady]:
+        """The accepted intent's first episode (key, event): the same ids on every call."""
+        intent = event.intent
+        ep = episode_id(event.run_id, intent.intent_id, 0)
+        task = TaskReady(
+            **self.bus.envelope("task", event.run_id, ep), episode_id=ep, attempt=0, intent=intent, seed=intent.seed
+        )
+        return ep, task

@@ -1,9 +1,16 @@
 """The dataset writer: one JSONL line per finished episode, exactly once, in size-bounded shards.
 
-The files are the source of truth: on first touch of a run the writer reads the episode ids
-already in ``<root>/<run_id>/trajectories-*.jsonl``, so a redelivered trajectory, or one that
-arrives again after a crash between the write and the offset commit, is not written twice.
-Each line is flushed and fsynced before the call returns. Blocking: call from a worker thread.
+The files are the source of truth, and every write happens under an exclusive lock on the run's
+folder (``<root>/<run_id>/.writer.lock``, an ``flock``). Under the lock the writer first reads
+whatever the shards gained since it last looked (its own and other writers': dedup replicas that
+share the dataset volume), then appends only if the episode is not there yet. So a redelivered
+trajectory, one that arrives again after a crash between the write and the offset commit, or
+one that a second dedup replica receives after a rebalance, is never written twice. Each line is
+flushed and fsynced before the lock is released. Replicas on *different* filesystems write
+different datasets: run one sink per dataset volume (see services/dedup/README.md).
+
+Paths derive from validated ids only: a run id that is not a safe id (``envelope.SAFE_ID``) is
+refused before any path is built. Blocking: call from a worker thread.
 """
 
 from __future__ import annotations
@@ -12,25 +19,64 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.common.contracts.envelope import is_safe_id
+from services.common.errors import PermanentError
+from services.common.locks import file_lock
 
 log = logging.getLogger(__name__)
 
 SHARD_GLOB = "trajectories-*.jsonl"
+LOCK_NAME = ".writer.lock"
+LOCK_TIMEOUT_S = 60.0
+
+
+class UnsafePathError(PermanentError, ValueError):
+    """An id would put a dataset file outside the dataset root."""
+
+
+def _episode_of(line: bytes) -> str | None:
+    try:
+        return str(json.loads(line)["metadata"]["episode_id"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class _RunIndex:
+    """What this process knows of one run's shards: bytes read per shard, episode ids seen."""
+
+    read: dict[Path, int] = field(default_factory=dict)
+    episodes: set[str] = field(default_factory=set)
+
+    def refresh(self, run_dir: Path) -> None:
+        """Read what every shard gained since the last refresh (complete lines only)."""
+        for shard in sorted(run_dir.glob(SHARD_GLOB)):
+            start = self.read.get(shard, 0)
+            if shard.stat().st_size <= start:
+                continue
+            with shard.open("rb") as fh:
+                fh.seek(start)
+                chunk = fh.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # a torn tail is read again next time
+            for line in complete.splitlines():
+                episode = _episode_of(line)
+                if episode is None:
+                    log.warning("%s: a line after byte %d is not a complete record; ignored", shard, start)
+                else:
+                    self.episodes.add(episode)
+            self.read[shard] = start + len(complete)
 
 
 def episode_ids_in(run_dir: Path) -> set[str]:
     """Episode ids already written under ``run_dir`` (a torn last line is ignored and logged)."""
-    seen: set[str] = set()
-    for shard in sorted(run_dir.glob(SHARD_GLOB)):
-        with shard.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    seen.add(json.loads(line)["metadata"]["episode_id"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    log.warning("%s:%d is not a complete record; ignored", shard, number)
-    return seen
+    index = _RunIndex()
+    if run_dir.is_dir():
+        index.refresh(run_dir)
+    return index.episodes
 
 
 class DatasetWriter:
@@ -39,41 +85,45 @@ class DatasetWriter:
         self.instance = instance
         self.shard_lines = shard_lines
         self._lock = threading.Lock()
-        self._written: dict[str, set[str]] = {}
+        self._index: dict[str, _RunIndex] = {}
         self._shard: dict[str, tuple[Path, int]] = {}
 
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        """``<root>/<run_id>``, for a safe run id only (:class:`UnsafePathError` otherwise)."""
+        if not is_safe_id(run_id):
+            raise UnsafePathError(f"run id {run_id!r} is not a safe id; no dataset path is built from it")
+        path = self.root / run_id
+        if path.resolve().parent != self.root.resolve():
+            raise UnsafePathError(f"run id {run_id!r} resolves outside the dataset root {self.root}")
+        return path
 
-    def _index(self, run_id: str) -> set[str]:
-        if run_id not in self._written:
-            self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
-            self._written[run_id] = episode_ids_in(self.run_dir(run_id))
-        return self._written[run_id]
-
-    def _next_shard(self, run_id: str) -> Path:
+    def _next_shard(self, run_id: str, run_dir: Path) -> Path:
         path, lines = self._shard.get(run_id, (Path(), self.shard_lines))
         if lines < self.shard_lines:
             return path
         n = 0
-        while (candidate := self.run_dir(run_id) / f"trajectories-{self.instance}-{n:05d}.jsonl").exists():
+        while (candidate := run_dir / f"trajectories-{self.instance}-{n:05d}.jsonl").exists():
             n += 1
         self._shard[run_id] = (candidate, 0)
         return candidate
 
     def write(self, run_id: str, episode_id: str, record: dict[str, Any]) -> bool:
         """Append ``record``; False (and nothing written) if the episode is already in the dataset."""
+        run_dir = self.run_dir(run_id)
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
-            written = self._index(run_id)
-            if episode_id in written:
-                return False
-            shard = self._next_shard(run_id)
-            with shard.open("a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
-            path, lines = self._shard[run_id]
-            self._shard[run_id] = (path, lines + 1)
-            written.add(episode_id)
-            return True
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with file_lock(run_dir / LOCK_NAME, LOCK_TIMEOUT_S):
+                index = self._index.setdefault(run_id, _RunIndex())
+                index.refresh(run_dir)
+                if episode_id in index.episodes:
+                    return False
+                shard = self._next_shard(run_id, run_dir)
+                with shard.open("a", encoding="utf-8") as fh:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                path, lines = self._shard[run_id]
+                self._shard[run_id] = (path, lines + 1)
+                index.episodes.add(episode_id)
+                return True

@@ -10,7 +10,9 @@
     │   ├── WorkspaceConflict         the episode's name is taken by another run or a foreign container
     │   └── FileOpError               a file operation failed inside a live workspace
     │                                 (missing file, is a directory, permission denied, ...)
-    └── ToolArgumentError             a tool call's arguments are invalid (bad path, bad timeout, ...)
+    ├── ToolArgumentError             a tool call's arguments are invalid (bad path, bad timeout, ...)
+    └── UnknownEpisodeError           a user turn for an episode no simulator started (also a
+                                      PermanentError: dead-lettered, no workspace is made)
 
 At the gRPC edge these map to NOT_FOUND, UNAVAILABLE, ALREADY_EXISTS, FAILED_PRECONDITION /
 NOT_FOUND (see ``FileOpError.missing``) and INVALID_ARGUMENT; inside the pipeline ``WorkspaceUnavailable``
@@ -19,7 +21,7 @@ marks an episode as an infrastructure error (retried, never written as training 
 
 from __future__ import annotations
 
-from services.common.errors import ISEError, TransientError
+from services.common.errors import ISEError, PermanentError, TransientError
 
 
 class ExecutorError(ISEError):
@@ -62,3 +64,7 @@ class FileOpError(WorkspaceError):
 
 class ToolArgumentError(ExecutorError):
     """A tool call (or API request) carried invalid arguments."""
+
+
+class UnknownEpisodeError(ExecutorError, PermanentError):
+    """A user turn names an episode that no simulator registered (forged or long expired)."""

@@ -20,6 +20,7 @@ from services.common.resources import load_text
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, TurnOutput, run_turn
 from services.executor.episode import ExecEpisode
+from services.executor.errors import UnknownEpisodeError
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import Toolbox, ToolLimits, tool_schemas
 from services.executor.workspace.base import WorkspaceBackend
@@ -55,6 +56,10 @@ class ExecutorService:
             return
         key = self._key(event.episode_id)
         state = await self.store.get_model(key, ExecEpisode)
+        if state is None and await self.store.episode_run(event.episode_id) != event.run_id:
+            raise UnknownEpisodeError(
+                f"no simulator started episode {event.episode_id} of run {event.run_id}: no workspace is made for it"
+            )
         if state is None and event.turn == 0:
             state = ExecEpisode(
                 episode_id=event.episode_id,
@@ -92,6 +97,9 @@ class ExecutorService:
         except (ISEError, TimeoutError) as exc:
             log.warning("turn %d of %s failed on infrastructure: %r", event.turn, event.episode_id, exc)
             return self._failed(event, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug or an odd reply (e.g. an empty `choices`): end the turn, never stall
+            log.exception("turn %d of %s failed unexpectedly", event.turn, event.episode_id)
+            return self._failed(event, f"unexpected {type(exc).__name__}: {exc}")
         state.messages += [ChatMessage(role="user", content=event.content), *output.messages]
         return self._turn(event, output, state, int((time.monotonic() - started) * 1000))
 

@@ -11,6 +11,7 @@ from services.common.bus import EventBus, ensure_topics
 from services.common.contracts.events import IntentProposed
 from services.common.llm.client import LLMClient
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
+from services.common.settings_check import check_environment
 from services.common.state import RunProgress, StateStore
 from services.intent.catalog import CATALOG_DIR, load_catalog
 from services.intent.job import generate
@@ -25,6 +26,7 @@ def describe() -> EventBus:
 
 
 async def run_job(run_id: str, settings: IntentSettings | None = None) -> dict[str, int]:
+    check_environment()  # a misspelt ISE_* setting stops the job before it renders anything
     settings = settings or IntentSettings()
     kafka = KafkaSettings()
     catalog_dir = Path(settings.catalog_dir) if settings.catalog_dir else CATALOG_DIR

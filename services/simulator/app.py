@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream import FastStream
 
 from services.common.bus import EventBus
@@ -14,6 +16,7 @@ from services.simulator.grounding import WorkspaceInspector
 from services.simulator.service import SimulatorService
 from services.simulator.settings import SimulatorSettings
 from services.simulator.user_model import UserModel
+from services.simulator.watchdog import run_watchdog
 
 
 def create_app() -> FastStream:
@@ -40,9 +43,18 @@ def create_app() -> FastStream:
     bus.declare(bus.topics.trajectories_finished, TrajectoryFinished)
     bus.declare(bus.topics.tasks, TaskReady)
 
+    watchdog: list[asyncio.Task[None]] = []
+
+    async def start_watchdog() -> None:
+        watchdog.append(
+            asyncio.create_task(run_watchdog(bus, store, service.deadlines, settings.watchdog_interval_s))
+        )
+
     async def stop() -> None:
+        for task in watchdog:
+            task.cancel()
         if inspector is not None:
             await inspector.close()
         await store.close()
 
-    return build_app(bus, on_shutdown=[stop])
+    return build_app(bus, after_startup=[start_watchdog], on_shutdown=[stop])

@@ -12,17 +12,12 @@ from services.common.contracts.envelope import StrictModel
 from services.common.contracts.events import AgentTurn
 from services.common.contracts.intent import Intent
 from services.common.contracts.messages import ChatMessage, ToolResultMeta, Usage, Verdict
+from services.common.outbox import OutboxItem
 
 
 class Exchange(StrictModel):
     query: str
     view: str = ""
-
-
-class OutboxItem(StrictModel):
-    topic: str
-    key: str
-    event: str = Field(description="The event, as JSON.")
 
 
 class SimEpisode(StrictModel):

@@ -19,12 +19,15 @@ from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFin
 from services.common.contracts.messages import Verdict
 from services.common.ids import episode_id as make_episode_id
 from services.common.llm.client import LLMRequestError, LLMUnavailable
+from services.common.outbox import OutboxItem, flush
+from services.common.retry import is_outage
 from services.common.state import RunProgress, StateStore
-from services.simulator.episode import Exchange, OutboxItem, SimEpisode
+from services.simulator.episode import Exchange, SimEpisode
 from services.simulator.grounding import WorkspaceInspector
 from services.simulator.role_drift import asks_for_verification
 from services.simulator.settings import SimulatorSettings
 from services.simulator.user_model import UserDecision, UserModel, UserModelError, agent_view, verification_request
+from services.simulator.watchdog import Deadlines
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class SimulatorService:
         self.user = user
         self.settings = settings
         self.inspector = inspector
+        self.deadlines = Deadlines(store, settings.agent_turn_timeout_s)
 
     def _key(self, episode_id: str) -> str:
         return self.store.key("sim", episode_id)
@@ -61,6 +65,7 @@ class SimulatorService:
             started_at=datetime.now(UTC).isoformat(),
         )
         await RunProgress(self.store, task.run_id).count_once("episodes_started", task.episode_id)
+        await self.store.open_episode(task.episode_id, task.run_id)
         await self._next_move(state)
         await self._save_and_flush(state)
 
@@ -94,6 +99,12 @@ class SimulatorService:
             decided = await self.user.decide(state.intent, exchanges)
         except (UserModelError, LLMUnavailable, LLMRequestError) as exc:
             self._finish(state, Verdict.INFRASTRUCTURE_ERROR, f"user simulator: {exc}")
+            return
+        except Exception as exc:  # a bug or an odd endpoint reply: end the episode, never stall it
+            if is_outage(exc):
+                raise  # Redis/Kafka down: the bus waits it out and redelivers
+            log.exception("user model failed unexpectedly on %s", state.episode_id)
+            self._finish(state, Verdict.INFRASTRUCTURE_ERROR, f"user simulator: unexpected {type(exc).__name__}: {exc}")
             return
         state.usage_user = state.usage_user + decided.usage
         state.models["user"] = self.user.llm.model
@@ -184,15 +195,15 @@ class SimulatorService:
 
     @staticmethod
     def _item(topic: str, key: str, event: Envelope) -> OutboxItem:
-        return OutboxItem(topic=topic, key=key, event=event.model_dump_json())
+        return OutboxItem.of(topic, key, event)
 
     async def _save_and_flush(self, state: SimEpisode) -> None:
         await self.store.put_model(self._key(state.episode_id), state)
+        await self.deadlines.track(state)
         await self._flush(state)
 
     async def _flush(self, state: SimEpisode) -> None:
-        for item in state.outbox:
-            await self.bus.publish_json(item.event, item.topic, item.key)
+        await flush(self.bus, state.outbox)
 
 
 def _ms_since(iso: str) -> int:

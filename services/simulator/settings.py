@@ -23,3 +23,10 @@ class SimulatorSettings(BaseSettings):
         "really created or changed (Inspect). Empty: only the agent turn's own outcome digest.",
     )
     workspaces_token: str = Field("", description="Bearer token for the Workspaces API (empty: none).")
+    agent_turn_timeout_s: float = Field(
+        2100.0,
+        gt=0,
+        description="An agent turn not back after this long ends the episode as an infrastructure error "
+        "(retried as a new attempt); keep it above the executor's ISE_EXEC_TURN_TIMEOUT_S.",
+    )
+    watchdog_interval_s: float = Field(15.0, gt=0, description="Seconds between checks for overdue agent turns.")

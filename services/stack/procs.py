@@ -88,8 +88,12 @@ def spawn(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` detached (own session), stdout+stderr appended to ``log_path``."""
+    """Start ``argv`` detached (own session), stdout+stderr appended to ``log_path``.
+
+    ``preexec_fn`` runs in the child before exec (e.g. to tie its life to the parent's).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
     try:
@@ -101,6 +105,7 @@ def spawn(
             env={**os.environ, **(env or {})},
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
     except FileNotFoundError as exc:
         raise StackError(f"cannot start {argv[0]!r}: not installed (run `make install`)") from exc

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
 from services.common.contracts.messages import ChatMessage, Verdict
@@ -21,6 +23,7 @@ from services.dedup.sink import SinkService
 from services.dedup.stats import iter_records
 from services.executor.agent_loop import LoopConfig
 from services.executor.episode import ExecEpisode
+from services.executor.errors import UnknownEpisodeError
 from services.executor.service import ExecutorService
 from services.executor.settings import ExecutorSettings
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
@@ -56,6 +59,7 @@ async def test_redelivered_user_turn_is_answered_from_state(
     backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
     service = ExecutorService(bus, store, llm(scripted_llm.base_url, "agent"), backend, settings, LoopConfig())
     turn0 = UserTurn(event_id="u0", run_id="run-idem", producer="test", episode_id=f"ep-{prefix}", turn=0, kind="message", content="Start: write the plan.")
+    await store.open_episode(turn0.episode_id, turn0.run_id)  # what the simulator does on a task
     try:
         await service.on_user_turn(turn0)
         calls_after_first = agent_requests(scripted_llm)
@@ -119,3 +123,20 @@ async def test_trajectory_without_turns_is_counted_not_written(store, tmp_path: 
     assert iter_records(tmp_path / "run-e") == []
     progress = await RunProgress(store, "run-e").snapshot()
     assert progress == {"not_written.no_turns": 1, "verdict.blocked": 1, "episodes_final": 1}
+
+
+async def test_user_turn_for_an_unknown_episode_makes_no_workspace(
+    bus_factory, store, scripted_llm, stack_endpoints, prefix: str
+) -> None:
+    """A forged or stray user turn is refused (dead-lettered by the bus): no agent call, no container."""
+    bus = await bus_factory("executor")
+    settings = ExecutorSettings(image=stack_endpoints.workspace_image, container_prefix=f"ise-{prefix}")
+    backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
+    service = ExecutorService(bus, store, llm(scripted_llm.base_url, "agent"), backend, settings, LoopConfig())
+    stray = UserTurn(event_id="u0", run_id="run-x", producer="test", episode_id=f"ep-{prefix}-stray", turn=0,
+                     kind="message", content="run rm -rf /")
+    before = agent_requests(scripted_llm)
+    with pytest.raises(UnknownEpisodeError):
+        await service.on_user_turn(stray)
+    assert agent_requests(scripted_llm) == before
+    assert backend.get(stray.episode_id) is None

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from services.common.contracts.envelope import Envelope, StrictModel
+from services.common.contracts.envelope import Envelope, SafeId, StrictModel, read_compatible
 from services.common.contracts.intent import Intent
 from services.common.contracts.messages import (
     ChatMessage,
@@ -38,7 +38,7 @@ class TaskReady(Envelope):
     """``ise.tasks`` (key episode_id): an accepted intent, ready to simulate."""
 
     type: Literal["task.ready"] = "task.ready"
-    episode_id: str
+    episode_id: SafeId
     attempt: int = 0
     intent: Intent
     seed: int
@@ -48,7 +48,7 @@ class UserTurn(Envelope):
     """``ise.turns.user`` (key episode_id): the next user message, or the episode's close."""
 
     type: Literal["turn.user"] = "turn.user"
-    episode_id: str
+    episode_id: SafeId
     turn: int = Field(ge=0, description="0 for the first user message; +1 per turn.")
     kind: Literal["message", "close"]
     content: str = ""
@@ -59,7 +59,7 @@ class AgentTurn(Envelope):
     """``ise.turns.agent`` (key episode_id): everything the agent did for one user message."""
 
     type: Literal["turn.agent"] = "turn.agent"
-    episode_id: str
+    episode_id: SafeId
     turn: int = Field(ge=0)
     status: Literal["ok", "infrastructure_error"] = "ok"
     error: str | None = None
@@ -79,7 +79,7 @@ class TrajectoryFinished(Envelope):
     """``ise.trajectories.finished`` (key episode_id): the whole trajectory and its verdict."""
 
     type: Literal["trajectory.finished"] = "trajectory.finished"
-    episode_id: str
+    episode_id: SafeId
     attempt: int = 0
     intent: Intent
     verdict: Verdict
@@ -134,7 +134,9 @@ def decode_event(raw: bytes | str, expected: type[Envelope] | None = None) -> En
     """Validate raw JSON into its event model (pydantic.ValidationError when it is not one).
 
     With ``expected``, the event must be of that model (a wrong ``type`` is a validation error).
+    Fields added by a newer producer are ignored (see ``envelope.read_compatible``).
     """
     if expected is not None:
-        return expected.model_validate_json(raw)
-    return _ADAPTER.validate_json(b'{"event":' + (raw.encode() if isinstance(raw, str) else raw) + b"}").event
+        return read_compatible(expected, raw)[0]
+    wrapped = b'{"event":' + (raw.encode() if isinstance(raw, str) else raw) + b"}"
+    return _ADAPTER.validate_json(wrapped, extra="ignore").event

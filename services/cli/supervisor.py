@@ -1,0 +1,108 @@
+"""The local pipeline's child processes: started, watched, restarted, and never left behind.
+
+``ise run`` (and the end-to-end tests) run the long-running services as child processes. The
+supervisor owns them:
+
+* **never orphaned**: each child asks the kernel for ``SIGTERM`` when its parent dies
+  (``PR_SET_PDEATHSIG``), so even ``kill -9`` of ``ise run`` stops every service it started;
+  a clean stop (SIGTERM/SIGINT/Ctrl-C of ``ise run``) stops them through :meth:`stop`;
+* **restarted**: a service that exits while the run goes on is restarted (at most
+  ``max_restarts`` times per service, with its log kept), and the run continues: the services
+  are idempotent consumers, so a restarted one picks up from its group's committed offsets;
+* a finished job (``*-job``) that exits 0 is done, not crashed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from services.stack.procs import StackError, log_tail, spawn, stop
+
+log = logging.getLogger(__name__)
+
+LONG_RUNNING = ("dedup", "simulator", "executor")
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a freshly forked child: get SIGTERM when the parent dies (Linux; no-op elsewhere)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class LocalPipeline:
+    """The consuming services as child processes sharing one environment."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        replicas: dict[str, int] | None = None,
+        max_restarts: int = 3,
+    ) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.replicas = {name: 1 for name in LONG_RUNNING} | (replicas or {})
+        self.max_restarts = max_restarts
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.extra_env: dict[str, dict[str, str]] = {}
+        self.restarts: dict[str, int] = {}
+
+    def start(self) -> None:
+        for name in LONG_RUNNING:
+            for i in range(self.replicas[name]):
+                extra = {"ISE_EXEC_GRPC_PORT": "0"} if name == "executor" and i > 0 else None  # one binds the port
+                self.start_one(name, f"{name}-{i}", extra)
+
+    def start_one(self, service: str, label: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "services.cli.main", "service", service]
+        proc = spawn(
+            argv,
+            log_path=self.log_dir / f"{label}.log",
+            env={**self.env, **(extra_env or {})},
+            preexec_fn=die_with_parent,
+        )
+        self.procs[label] = proc
+        self.extra_env[label] = dict(extra_env or {})
+        return proc
+
+    def kill(self, label: str) -> None:
+        """SIGKILL one process (a crash, not a clean stop) and forget it (it is not restarted)."""
+        proc = self.procs.pop(label)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def check_alive(self) -> None:
+        """Restart a service that exited; raise with its log tail once it used up its restarts."""
+        for label, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is None or (label.endswith("-job") and code == 0):
+                continue
+            path = self.log_dir / f"{label}.log"
+            used = self.restarts.get(label, 0)
+            if label.endswith("-job") or used >= self.max_restarts:
+                raise StackError(f"service {label} exited with code {code} ({used} restarts)\n{log_tail(path, 30)}")
+            self.restarts[label] = used + 1
+            log.warning("service %s exited with code %s; restarting it (%d/%d)", label, code, used + 1, self.max_restarts)
+            self.start_one(label.rsplit("-", 1)[0], label, self.extra_env.get(label))
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop(proc.pid, timeout_s=20)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log.warning("process %s did not exit", proc.pid)
+        self.procs.clear()
