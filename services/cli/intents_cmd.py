@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from services.cli.argtypes import run_id_arg
 from services.common.logs import setup_logging
 
 log = logging.getLogger("ise.intents")
@@ -36,13 +37,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     imp = actions.add_parser(
         "import",
         help="publish the intents of a file to a run (ise.intents.proposed)",
-        description="Validate FILE line by line and publish every good intent as IntentProposed on "
-        "ise.intents.proposed, where the dedup gate picks it up as it does generated ones. Bad lines "
-        "are listed with their line number and field, and are not published. Exit status: 0 when "
-        "every line was good, 1 when some were bad. " + LAYOUT,
+        description="Validate the whole of FILE first, then publish every good intent as IntentProposed "
+        "on ise.intents.proposed, where the dedup gate picks it up as it does generated ones. Bad lines "
+        "(bad JSON or UTF-8, missing fields, lines over 1 MiB, repeated ids) are listed with their line "
+        "number and field and are not published; with --strict nothing is published when any line is "
+        "bad. --dry-run runs the same checks and says what a real import would do. Exit status: 0 when "
+        "every line was good, 1 when some were bad or publishing failed, 2 when FILE cannot be read "
+        "or holds no intents. " + LAYOUT,
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="the intents.jsonl file to import")
-    imp.add_argument("--run-id", default=None, help="run to publish into (default: a new run id, printed)")
+    imp.add_argument("--run-id", type=run_id_arg, default=None, help="run to publish into (default: a new run id, printed)")
     imp.add_argument("--strict", action="store_true", help="publish nothing when any line is bad")
     imp.add_argument("--dry-run", action="store_true", help="only validate the file; publish nothing")
 
@@ -53,7 +57,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "dedup gate accepted for RUN_ID (first attempts, one line per intent, sorted by id) to FILE, "
         "atomically. Exit status 1 when the run has none. " + LAYOUT,
     )
-    exp.add_argument("--run-id", required=True, help="the run whose accepted intents to export")
+    exp.add_argument("--run-id", type=run_id_arg, required=True, help="the run whose accepted intents to export")
     exp.add_argument("--out", type=Path, required=True, metavar="FILE", help="file to write (replaced if it exists)")
     return intents
 
@@ -67,32 +71,65 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    """Check the whole file first, then publish: the same checks and the same outcome in --dry-run."""
+    from services.common.errors import ConfigError
     from services.common.ids import new_run_id
-    from services.intent.jsonl_io import read_intents
-    from services.intent.transfer import ImportReport
+    from services.intent.jsonl_io import MAX_LINE_BYTES, read_intents
 
-    intents, errors = read_intents(args.file)
+    intents, errors = read_intents(args.file)  # an unreadable file raises: `ise` prints it, exit 2
+    if not intents and not errors:
+        raise ConfigError(f"{args.file}: holds no intents (it is empty or has blank lines only); nothing to "
+                          "import. " + LAYOUT)
     run_id = args.run_id or new_run_id()
-    if args.dry_run or (args.strict and errors):
-        report = ImportReport(args.file, run_id, 0, errors)
-        print(report.summary(), file=sys.stderr if errors else sys.stdout)
-        print(f"{len(intents)} good line(s); nothing published ({'dry run' if args.dry_run else '--strict'})")
-        return 1 if errors else 0
+    target = f"run {run_id}" if args.run_id or not args.dry_run else "a new run"
+    for error in errors:
+        print(f"  {error}", file=sys.stderr)
+    listed = f"{len(errors)} bad line(s) (listed above)"
+    refused = (args.strict and errors) or not intents
+    why = "--strict and the file has bad lines" if intents else "every line is bad"
+    if args.dry_run:
+        if not errors:
+            print(f"{args.file}: dry run: all {len(intents)} line(s) are good; a real import would publish "
+                  f"{len(intents)} intent(s) to {target}")
+            return 0
+        outcome = (f"would publish nothing ({why})" if refused else
+                   f"would publish the {len(intents)} good intent(s) to {target} and skip the bad lines")
+        print(f"{args.file}: dry run: {len(intents)} good line(s), {listed}; a real import {outcome}",
+              file=sys.stderr)
+        return 1
+    if refused:
+        hint = ("Fix the bad lines, or import without --strict to publish the good ones and skip the bad"
+                if intents else f"Lines over {MAX_LINE_BYTES >> 20} MiB, bad JSON or missing fields are "
+                "refused. " + LAYOUT)
+        print(f"{args.file}: nothing published ({why}): {len(intents)} good line(s), {listed}. {hint}",
+              file=sys.stderr)
+        return 1
     published = asyncio.run(_publish(intents, run_id))
-    report = ImportReport(args.file, run_id, published, errors)
-    print(report.summary(), file=sys.stderr if errors else sys.stdout)
+    head = f"{args.file}: {published} intent(s) published to run {run_id}"
+    print(head + (f"; {listed} skipped" if errors else ""), file=sys.stderr if errors else sys.stdout)
     return 1 if errors else 0
 
 
 async def _publish(intents: list[Any], run_id: str) -> int:
+    from aiokafka.errors import KafkaError
+
     from services.common.bus import EventBus, ensure_topics
+    from services.common.errors import TransientError
     from services.common.settings import KafkaSettings, RedisSettings
     from services.common.state import StateStore
     from services.intent.transfer import publish_intents
 
     kafka = KafkaSettings()
-    await ensure_topics(kafka)
     bus = EventBus(kafka, "intent")
+    try:
+        await ensure_topics(kafka)
+        await bus.broker.start()
+    except (KafkaError, OSError) as exc:
+        await bus.broker.stop()
+        raise TransientError(
+            f"cannot reach Kafka at {kafka.bootstrap} ({exc}); nothing was published. "
+            "Start the embedded stack with `ise stack up`, or point ISE_KAFKA_BOOTSTRAP at your broker"
+        ) from exc
     store = StateStore(RedisSettings())
     try:
         await store.ping()
@@ -100,7 +137,6 @@ async def _publish(intents: list[Any], run_id: str) -> int:
     except Exception as exc:  # progress counters are a convenience; the events are the record
         log.warning("Redis not reachable (%s): publishing without run progress counters", exc)
         counted = None
-    await bus.broker.start()
     try:
         return await publish_intents(intents, bus, run_id, counted)
     finally:

@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from services.cli import diversity_cmd, intents_cmd
-from services.common.errors import ISEError
+from services.cli.argtypes import positive_float, positive_int, run_id_arg
+from services.common.errors import ConfigError, ISEError
 from services.common.logs import setup_logging
 from services.stack.procs import StackError
 
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Start (or reuse) the embedded stack, run the four services, generate N intents, "
         "simulate and execute them, and write the dataset to OUT/<run_id>/.",
     )
-    run.add_argument("--intents", type=int, default=5, help="intents to generate (default 5)")
+    run.add_argument("--intents", type=positive_int, default=5, help="intents to generate (default 5)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same intents)")
     run.add_argument(
         "--llm", default="auto", choices=("auto", "openai", "scripted", "local"),
@@ -51,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--scenario", default="default", help="script scenario for --llm scripted")
     run.add_argument("--out", type=Path, default=Path("out"), help="dataset root (default ./out)")
-    run.add_argument("--max-turns", type=int, default=None, help="user turns per episode (ISE_SIM_MAX_TURNS)")
-    run.add_argument("--timeout", type=float, default=1800, help="seconds before the run is abandoned")
-    run.add_argument("--run-id", default=None, help="run id (default: a new one)")
+    run.add_argument("--max-turns", type=positive_int, default=None, help="user turns per episode (ISE_SIM_MAX_TURNS)")
+    run.add_argument("--timeout", type=positive_float, default=1800, help="seconds before the run is abandoned")
+    run.add_argument("--run-id", type=run_id_arg, default=None, help="run id (default: a new one)")
 
     service = sub.add_parser("service", help="run one service in the foreground",
                              description="Run one service until SIGTERM/SIGINT (the intent job exits when done).")
@@ -69,8 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="write each service's AsyncAPI document (docs/asyncapi/)")
     docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
 
-    stats = sub.add_parser("stats", help="print (and save) the statistics of a run's dataset")
-    stats.add_argument("run_dir", type=Path)
+    stats = sub.add_parser(
+        "stats", help="print (and save) the statistics of a run's dataset",
+        description="Read the trajectories-*.jsonl shards of RUN_DIR (or one .jsonl file of OpenAI-messages "
+        "records), print the corpus table and save it as RUN_DIR/stats.json (for a file: <name>.stats.json "
+        "next to it). Records without ISE metadata are counted from their messages. A last line cut off "
+        "mid-write is skipped with a warning; any other unreadable line is an error naming its file and "
+        "line (exit status 2).",
+    )
+    stats.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (out/<run_id>) or one .jsonl file")
     return parser
 
 
@@ -85,7 +94,7 @@ def _service(name: str) -> int:
 
         run_id = os.environ.get("ISE_RUN_ID")
         if not run_id:
-            raise ISEError("the intent job needs ISE_RUN_ID (the run its intents belong to)")
+            raise ConfigError("the intent job needs ISE_RUN_ID (the run its intents belong to)")
         asyncio.run(run_job(run_id))
         return 0
     module = {
@@ -115,35 +124,64 @@ def _stack(action: str, no_image: bool) -> int:
     return 0
 
 
+def _stats(target: Path) -> int:
+    from services.dedup.stats import format_table, save_stats, stats_for
+
+    def warn(message: str) -> None:
+        print(f"ise: warning: {message}", file=sys.stderr)
+
+    stats, save_to = stats_for(target, warn=warn)
+    print(format_table(stats))
+    try:
+        path = save_stats(save_to, stats)
+    except OSError as exc:
+        warn(f"could not save the statistics as {save_to}: {exc.strerror or exc}")
+        return 0
+    print(f"\n(saved as {path})")
+    return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from services.cli.run_cmd import run_command
+
+        return run_command(args)
+    if args.command == "service":
+        return _service(args.name)
+    if args.command == "stack":
+        return _stack(args.action, args.no_image)
+    if args.command == "diversity":
+        return diversity_cmd.run(args)
+    if args.command == "intents":
+        return intents_cmd.run(args)
+    if args.command == "docs":
+        from services.cli.docs_cmd import DOCS_DIR, write_docs
+
+        for path in write_docs(args.out or DOCS_DIR):
+            print(path)
+        return 0
+    return _stats(args.run_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``ise``; returns the exit status: 2 for bad input (a ConfigError or bad settings in the
+    environment), 1 for any other ISE error (e.g. a broker that cannot be reached). Both print one
+    ``ise: error: ...`` paragraph; any other exception is a bug and keeps its traceback."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            from services.cli.run_cmd import run_command
-
-            return run_command(args)
-        if args.command == "service":
-            return _service(args.name)
-        if args.command == "stack":
-            return _stack(args.action, args.no_image)
-        if args.command == "diversity":
-            return diversity_cmd.run(args)
-        if args.command == "intents":
-            return intents_cmd.run(args)
-        if args.command == "docs":
-            from services.cli.docs_cmd import DOCS_DIR, write_docs
-
-            for path in write_docs(args.out or DOCS_DIR):
-                print(path)
-            return 0
-        from services.dedup.stats import format_table, write_stats
-
-        path = write_stats(args.run_dir)
-        print(format_table(json.loads(path.read_text())))
-        print(f"\n(saved as {path})")
-        return 0
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"ise: error: {exc}", file=sys.stderr)
+        return 2
     except (ISEError, StackError) as exc:
         print(f"ise: error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        if not exc.title.endswith("Settings"):  # a model built in code: a bug, keep the traceback
+            raise
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        print(f"ise: error: invalid {exc.title} from the environment ({problems}); fix the ISE_* variables "
+              "(see README.md, Settings)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

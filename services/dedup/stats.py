@@ -1,56 +1,81 @@
-"""Dataset statistics in the paper's terms, computed from the JSONL shards of a run."""
+"""Dataset statistics in the paper's terms, computed from the JSONL shards of a run (or one file).
+
+Reading is tolerant (:mod:`services.dedup.record_reader`): records without our metadata (plain
+OpenAI messages) are counted from their messages, a last line cut off mid-write is skipped with a
+warning, and anything else unreadable is a ConfigError naming the file and line, never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from services.common.errors import ConfigError
+from services.dedup.record_reader import RecordSummary, Warn, describe_folder, read_records, read_summaries
 from services.dedup.writer import SHARD_GLOB
+
+log = logging.getLogger(__name__)
+
+
+def shard_files(run_dir: Path) -> list[Path]:
+    """The dataset shards of a run folder, in name order (none when the folder does not exist)."""
+    return sorted(p for p in run_dir.glob(SHARD_GLOB) if p.is_file())
 
 
 def iter_records(run_dir: Path) -> list[dict[str, Any]]:
-    records = []
-    for shard in sorted(run_dir.glob(SHARD_GLOB)):
-        with shard.open(encoding="utf-8") as fh:
-            records.extend(json.loads(line) for line in fh if line.strip())
-    return records
+    """Every record of a run's shards, parsed (a torn last line is skipped and logged)."""
+    return read_records(shard_files(run_dir), log.warning)
 
 
 def _mean(values: list[int]) -> float:
     return round(sum(values) / len(values), 2) if values else 0.0
 
 
-def dataset_stats(run_dir: Path) -> dict[str, Any]:
-    records = iter_records(run_dir)
-    counts = [r["metadata"]["counts"] for r in records]
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def dataset_stats(source: Path | Sequence[Path], warn: Warn = log.warning) -> dict[str, Any]:
+    """The statistics of a run folder's shards, or of the given files."""
+    files = shard_files(source) if isinstance(source, Path) else list(source)
+    return compute_stats(read_summaries(files, warn))
+
+
+def compute_stats(records: list[RecordSummary]) -> dict[str, Any]:
+    """Counts average over every record; verdicts, intents, exit codes and drift over ours only."""
+    ours = [r.meta for r in records if r.meta is not None]
     tools: Counter[str] = Counter()
     domains: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
     domain_tools: Counter[str] = Counter()
     for r in records:
-        called = [c["function"]["name"] for m in r["messages"] for c in m.get("tool_calls") or []]
-        tools.update(called)
-        intent_domains = [d["id"] for d in r["metadata"]["intent"]["domains"]]
-        domains.update(intent_domains)
-        tasks.update(t["name"] for t in r["metadata"]["intent"]["tasks"])
-        domain_tools.update(f"{d} x {t}" for d in intent_domains for t in called)
-    user_turns = sum(c["user_turns"] for c in counts)
-    exit_codes = [t["exit_code"] for r in records for t in r["metadata"]["tool_results"] if t.get("exit_code") is not None]
+        tools.update(r.called)
+        if r.meta is not None:
+            intent_domains = [d.id for d in r.meta.intent.domains]
+            domains.update(intent_domains)
+            tasks.update(t.name for t in r.meta.intent.tasks)
+            domain_tools.update(f"{d} x {t}" for d in intent_domains for t in r.called)
+    exit_codes = [t.exit_code for m in ours for t in m.tool_results if t.exit_code is not None]
+    our_turns = sum(m.counts.user_turns for m in ours)
     return {
         "trajectories": len(records),
-        "user_turns_avg": _mean([c["user_turns"] for c in counts]),
-        "messages_avg": _mean([c["messages"] for c in counts]),
-        "tool_calls_avg": _mean([c["tool_calls"] for c in counts]),
-        "unique_tools_avg": _mean([c["unique_tools"] for c in counts]),
-        "nonzero_exit_share": round(sum(1 for e in exit_codes if e != 0) / len(exit_codes), 4) if exit_codes else 0.0,
-        "role_drift_rate": round(sum(c.get("role_drift_messages", 0) for c in counts) / user_turns, 4) if user_turns else 0.0,
-        "role_drift_regenerations": sum(c.get("role_drift_regenerations", 0) for c in counts),
-        "verified_share": round(sum(bool(r["metadata"].get("verification_asked")) for r in records) / len(records), 4)
-        if records else 0.0,
-        "verdicts": dict(Counter(r["metadata"]["verdict"] for r in records)),
-        "complexity": dict(Counter(r["metadata"]["intent"]["complexity"] for r in records)),
+        "records_without_metadata": len(records) - len(ours),
+        "user_turns_avg": _mean([r.user_turns for r in records]),
+        "messages_avg": _mean([r.messages for r in records]),
+        "tool_calls_avg": _mean([r.tool_calls for r in records]),
+        "unique_tools_avg": _mean([r.unique_tools for r in records]),
+        "nonzero_exit_share": _share(sum(1 for e in exit_codes if e != 0), len(exit_codes)),
+        "role_drift_rate": _share(sum(m.counts.role_drift_messages for m in ours), our_turns),
+        "role_drift_regenerations": sum(m.counts.role_drift_regenerations for m in ours),
+        "verified_share": _share(sum(m.verification_asked for m in ours), len(ours)),
+        "verdicts": dict(Counter(m.verdict for m in ours)),
+        "complexity": dict(Counter(m.intent.complexity for m in ours)),
         "domains": dict(domains.most_common()),
         "tools": dict(tools.most_common()),
         "tasks": dict(tasks.most_common()),
@@ -70,6 +95,9 @@ def format_table(stats: dict[str, Any]) -> str:
         ("role-drift rate (user messages)", stats["role_drift_rate"]),
         ("verified before finishing", stats["verified_share"]),
     ]
+    foreign = stats.get("records_without_metadata") or 0
+    if foreign:
+        rows.append(("records without ISE metadata", f"{foreign} (counted from their messages only)"))
     lines = [f"{name:34} {value}" for name, value in rows]
     for title in ("verdicts", "complexity", "domains", "tools", "tasks", "domain_x_tool"):
         mix = stats.get(title) or {}
@@ -78,8 +106,37 @@ def format_table(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_stats(run_dir: Path, extra: dict[str, Any] | None = None) -> Path:
-    stats = {**dataset_stats(run_dir), **(extra or {})}
-    path = run_dir / "stats.json"
-    path.write_text(json.dumps(stats, indent=2, sort_keys=True))
+def stats_for(target: Path, warn: Warn = log.warning) -> tuple[dict[str, Any], Path]:
+    """For ``ise stats TARGET``: the statistics of a run folder or one .jsonl file, and where to
+    save them. ConfigError (saying what to pass instead) when there is nothing to read."""
+    if target.is_dir():
+        files = shard_files(target)
+        if not files:
+            raise ConfigError(describe_folder(target, SHARD_GLOB))
+        return dataset_stats(files, warn), target / "stats.json"
+    if not target.exists():
+        raise ConfigError(f"{target}: no such file or folder; pass a run folder (out/<run_id>) holding "
+                          f"{SHARD_GLOB} shards, or one .jsonl file of trajectories")
+    return dataset_stats([target], warn), target.with_name(f"{target.stem}.stats.json")
+
+
+def save_stats(path: Path, stats: dict[str, Any]) -> Path:
+    """Write ``stats`` to ``path`` atomically, keeping what an existing file holds beyond them (the
+    run id, progress and intent diversity ``ise run`` adds). An unreadable old file is replaced."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    merged = {**(old if isinstance(old, dict) else {}), **stats}
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_stats(run_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Compute a run folder's statistics (plus ``extra``) and save them as ``run_dir/stats.json``."""
+    return save_stats(run_dir / "stats.json", {**dataset_stats(run_dir), **(extra or {})})

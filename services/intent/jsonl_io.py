@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, BinaryIO, get_args
 
 from pydantic import ValidationError
 
@@ -39,6 +40,8 @@ TIERS: tuple[str, ...] = get_args(Complexity)
 DEFAULT_COMPLEXITY = "medium"
 PERSONA_TEXT_FIELDS = ("name", "role", "industry", "experience_level", "communication_style", "work_context")
 EXTENSION_KEY = "ise"
+MAX_LINE_BYTES = 1 << 20
+"""One intent line at most (a reference-layout intent is a few KiB; the bus carries 16 MiB an event)."""
 
 
 class IntentFileError(ConfigError):
@@ -252,49 +255,112 @@ def intent_from_reference(record: dict[str, Any], *, line: int, path: str | os.P
 def read_intents(path: str | os.PathLike[str]) -> tuple[list[Intent], list[IntentFileError]]:
     """Every importable intent of ``path`` and an error for each line that is not (blank lines skip).
 
-    A later line reusing an earlier line's id is an error too (downstream it would overwrite it).
-    Raises IntentFileError (line None) only when the file itself cannot be read.
+    The whole file is checked before anything is returned, so a caller can refuse it as a whole.
+    A line over ``MAX_LINE_BYTES`` is an error without being read into memory, and a later line
+    reusing an earlier line's id is an error too (downstream it would overwrite it). Raises
+    IntentFileError (line None) only when the file itself cannot be read.
     """
     intents: list[Intent] = []
     errors: list[IntentFileError] = []
     seen: dict[str, int] = {}
     try:
-        handle = open(path, "rb")  # bytes: a line that is not UTF-8 is that line's error only
+        with open(path, "rb") as handle:  # bytes: a line that is not UTF-8 is that line's error only
+            lines = list(_checked_lines(path, handle, errors))
     except OSError as exc:
         raise IntentFileError(path, None, "", f"cannot read the file: {exc.strerror or exc}") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                errors.append(IntentFileError(path, number, "", f"not UTF-8 text (byte {exc.start})"))
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                errors.append(IntentFileError(path, number, "", f"not valid JSON: {exc.msg} at column {exc.colno}"))
-                continue
-            except (ValueError, RecursionError) as exc:  # e.g. nesting too deep, integer too long
-                errors.append(IntentFileError(path, number, "", f"not usable JSON: {exc}"))
-                continue
-            try:
-                intent = intent_from_reference(record, line=number, path=path)
-            except IntentFileError as exc:
-                errors.append(exc)
-                continue
-            except Exception as exc:  # a checker gap must not cost the rest of the file
-                errors.append(IntentFileError(path, number, "", f"cannot import ({type(exc).__name__}: {exc})"))
-                continue
-            if intent.intent_id in seen:
-                errors.append(IntentFileError(path, number, "id", f"{intent.intent_id!r} already used on line {seen[intent.intent_id]}"))
-                continue
-            seen[intent.intent_id] = number
-            intents.append(intent)
+    for line in lines:
+        try:
+            intent = intent_from_reference(line.value, line=line.number, path=path)
+        except IntentFileError as exc:
+            errors.append(exc)
+            continue
+        except Exception as exc:  # a checker gap must not cost the rest of the file
+            errors.append(IntentFileError(path, line.number, "", f"cannot import ({type(exc).__name__}: {exc})"))
+            continue
+        if intent.intent_id in seen:
+            errors.append(IntentFileError(path, line.number, "id",
+                                          f"{intent.intent_id!r} already used on line {seen[intent.intent_id]}"))
+            continue
+        seen[intent.intent_id] = line.number
+        intents.append(intent)
+    errors.sort(key=lambda e: e.line or 0)
     return intents, errors
+
+
+def _checked_lines(path: str | os.PathLike[str], handle: BinaryIO, errors: list[IntentFileError]) -> Iterator[JsonLine]:
+    for line in read_json_lines(handle, MAX_LINE_BYTES):
+        if line.problem:
+            cut = " (the last line has no newline: was the file cut off?)" if line.torn else ""
+            errors.append(IntentFileError(path, line.number, "", line.problem + cut))
+        else:
+            yield line
+
+
+# ---------------------------------------------------------------- lines
+
+@dataclass(frozen=True)
+class JsonLine:
+    """One non-blank line of a JSONL file: its JSON ``value``, or the ``problem`` that makes it unusable."""
+
+    number: int
+    value: Any = None
+    problem: str = ""
+    terminated: bool = True
+    """False for a last line without a newline (a file cut off mid-write ends so)."""
+    too_long: bool = False
+
+    @property
+    def torn(self) -> bool:
+        """An unusable last line without a newline: most likely cut off mid-write."""
+        return bool(self.problem) and not self.terminated and not self.too_long
+
+
+def read_json_lines(handle: BinaryIO, max_bytes: int) -> Iterator[JsonLine]:
+    """The non-blank lines of a binary ``handle``, parsed. A line longer than ``max_bytes`` is a
+    problem and is skipped in chunks, never held in memory whole; a UTF-8 BOM on line 1 is dropped."""
+    number = 0
+    while True:
+        raw = handle.readline(max_bytes + 1)
+        if not raw:
+            return
+        number += 1
+        terminated = raw.endswith(b"\n")
+        if len(raw) > max_bytes and not terminated:
+            size, terminated = _skip_rest(handle, len(raw))
+            yield JsonLine(number, problem=f"line is {_size(size)}, over the {_size(max_bytes)} limit for one "
+                           "record; shorten it or remove it", terminated=terminated, too_long=True)
+            continue
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
+            continue
+        yield _parse(number, raw, terminated)
+
+
+def _skip_rest(handle: BinaryIO, size: int) -> tuple[int, bool]:
+    """Read past the rest of an over-long line; its total size and whether a newline ended it."""
+    while True:
+        chunk = handle.readline(1 << 20)
+        size += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return size - (1 if chunk else 0), bool(chunk)
+
+
+def _parse(number: int, raw: bytes, terminated: bool) -> JsonLine:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return JsonLine(number, problem=f"not UTF-8 text (byte {exc.start} of the line is not)", terminated=terminated)
+    try:
+        return JsonLine(number, json.loads(text), terminated=terminated)
+    except json.JSONDecodeError as exc:
+        return JsonLine(number, problem=f"not valid JSON: {exc.msg} at column {exc.colno}", terminated=terminated)
+    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep, integer too long
+        return JsonLine(number, problem=f"not usable JSON: {exc}", terminated=terminated)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def write_intents(path: str | os.PathLike[str], intents: Iterable[Intent]) -> int:

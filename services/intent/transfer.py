@@ -1,7 +1,8 @@
 """Move intents between ``intents.jsonl`` files and the bus.
 
-* ``import_file``: publish every good line of a reference-layout file as ``IntentProposed`` (the
-  same event, key and progress counters as the intent job), and report the bad lines.
+* ``import_file``: validate a whole reference-layout file, then publish its good lines as
+  ``IntentProposed`` (the same event, key and progress counters as the intent job; nothing with
+  ``strict`` when any line is bad), and report the bad lines.
 * ``export_run``: read ``ise.tasks`` from the beginning up to the end offsets it had when the
   export started, and write the accepted intents of one run (first attempts, one per intent).
 """
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from services.common.bus import EventBus
 from services.common.contracts.events import IntentProposed, TaskReady
 from services.common.contracts.intent import Intent
+from services.common.errors import TransientError
 from services.common.replay import read_to_end
 from services.common.settings import KafkaSettings
 from services.common.state import RunProgress, StateStore
@@ -31,12 +33,26 @@ PUBLISH_BATCH = 64
 """Intents published concurrently; each publish still waits for the broker's ack."""
 
 
+class PublishInterrupted(TransientError):
+    """Publishing stopped part-way (the broker failed); ``published`` intents are on the topic."""
+
+    def __init__(self, run_id: str, published: int, total: int, cause: BaseException) -> None:
+        self.run_id, self.published, self.total, self.cause = run_id, published, total, cause
+        super().__init__(
+            f"publishing to run {run_id} stopped after {published} of {total} intent(s): "
+            f"{type(cause).__name__}: {cause}. Re-run the same command with --run-id {run_id} once the broker "
+            "is reachable: event ids are deterministic, so intents already published are not counted twice"
+        )
+
+
 @dataclass
 class ImportReport:
     path: Path
     run_id: str
     published: int = 0
     errors: list[IntentFileError] = field(default_factory=list)
+    good: int = 0
+    """Lines that passed every check (published unless --strict refused the file or it was a dry run)."""
 
     @property
     def bad(self) -> int:
@@ -48,9 +64,14 @@ class ImportReport:
 
 
 async def publish_intents(intents: list[Intent], bus: EventBus, run_id: str, store: StateStore | None = None) -> int:
-    """Publish ``intents`` as IntentProposed (key intent_id, deterministic event ids); returns how many."""
+    """Publish ``intents`` as IntentProposed (key intent_id, deterministic event ids); returns how many.
+
+    Raises PublishInterrupted (saying how many made it) when the broker fails part-way; the batch
+    under way is finished first, later batches are not started.
+    """
     progress = RunProgress(store, run_id) if store is not None else None
     bar = tqdm(total=len(intents), desc="import", unit="intent", disable=None)
+    done = 0
 
     async def one(intent: Intent) -> None:
         event = IntentProposed(**bus.envelope("proposed", run_id, intent.intent_id), intent=intent)
@@ -61,7 +82,12 @@ async def publish_intents(intents: list[Intent], bus: EventBus, run_id: str, sto
 
     try:
         for start in range(0, len(intents), PUBLISH_BATCH):
-            await asyncio.gather(*(one(i) for i in intents[start : start + PUBLISH_BATCH]))
+            results = await asyncio.gather(*(one(i) for i in intents[start : start + PUBLISH_BATCH]),
+                                           return_exceptions=True)
+            failures = [r for r in results if isinstance(r, BaseException)]
+            done += len(results) - len(failures)
+            if failures:
+                raise PublishInterrupted(run_id, done, len(intents), failures[0])
     finally:
         bar.close()
     if progress is not None:
@@ -70,18 +96,20 @@ async def publish_intents(intents: list[Intent], bus: EventBus, run_id: str, sto
 
 
 async def import_file(
-    path: str | os.PathLike[str], bus: EventBus, run_id: str, *, store: StateStore | None = None
+    path: str | os.PathLike[str], bus: EventBus, run_id: str, *, store: StateStore | None = None,
+    strict: bool = False,
 ) -> ImportReport:
     """Publish the good lines of ``path`` to ``run_id``; the report lists every bad line.
 
-    The bus must be started. With a ``store`` the run's progress counts ``proposed`` once per
-    intent and sets ``intents_done`` at the end, as the intent job does.
+    The whole file is validated before anything is published; with ``strict`` a file with any bad
+    line publishes nothing. The bus must be started. With a ``store`` the run's progress counts
+    ``proposed`` once per intent and sets ``intents_done`` at the end, as the intent job does.
     """
     intents, errors = read_intents(path)
     for error in errors:
         log.warning("skipped: %s", error)
-    published = await publish_intents(intents, bus, run_id, store)
-    return ImportReport(Path(path), run_id, published, errors)
+    published = 0 if strict and errors else await publish_intents(intents, bus, run_id, store)
+    return ImportReport(Path(path), run_id, published, errors, good=len(intents))
 
 
 async def read_run_tasks(settings: KafkaSettings, run_id: str) -> list[Intent]:

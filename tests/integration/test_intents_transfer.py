@@ -81,7 +81,7 @@ async def test_export_run_writes_that_runs_first_attempts(tmp_path: Path, bus_fa
     events += [task_ready("run-a", retried, attempt=1), task_ready("run-a", run_a[0])]  # retry + redelivery
     for event in events:
         await bus.publish(event, topic, event.episode_id)
-    await bus.publish_json("not an event", topic, "junk")
+    await bus.publish_json("not an event", topic, "junk", "run-a")
 
     out = tmp_path / "export" / "run-a.jsonl"
     assert await export_run(kafka_settings, "run-a", out) == 3

@@ -31,7 +31,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def is_safe_id(value: str) -> bool:
     """True when ``value`` is usable as a path component, key part and container-name part."""
-    return bool(_SAFE.match(value))
+    return bool(_SAFE.fullmatch(value))
 
 
 class StrictModel(BaseModel):
