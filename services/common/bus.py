@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from services.common.contracts.envelope import Envelope, is_safe_id, read_compatible
 from services.common.contracts.events import DeadLetter
 from services.common.errors import PermanentError, TransientError
-from services.common.ids import event_id
+from services.common.ids import Stamp, event_id
 from services.common.retry import RetryPolicy, is_outage
 from services.common.settings import KafkaSettings
 
@@ -99,10 +99,14 @@ class EventBus:
             logger=logging.getLogger(f"ise.{service}.kafka"),
         )
 
+    @property
+    def stamp(self) -> Stamp:
+        """This process's envelope maker (pure; hand it to turn logic)."""
+        return Stamp(self.producer_name)
+
     def envelope(self, kind: str, run_id: str, *parts: object) -> dict[str, str]:
-        """Envelope fields for a new event whose id derives from ``kind``, the run and ``parts``
-        (the same inputs in the same run give the same id; another run gets other ids)."""
-        return {"event_id": event_id(kind, run_id, *parts), "run_id": run_id, "producer": self.producer_name}
+        """Envelope fields for a new event whose id derives from ``kind``, the run and ``parts``."""
+        return self.stamp.envelope(kind, run_id, *parts)
 
     async def publish(self, event: Envelope, topic: str, key: str) -> None:
         await self.publish_json(event.model_dump_json(), topic, key, event.run_id)

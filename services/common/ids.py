@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 
 
 def digest(*parts: object, length: int = 16) -> str:
@@ -32,3 +33,16 @@ def event_id(kind: str, *parts: object) -> str:
 
 def new_run_id() -> str:
     return "run-" + uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """How one producer stamps the envelopes of the events it makes (pure: no clock, no I/O
+    beyond ``created_at``, which the envelope model fills in)."""
+
+    producer: str
+
+    def envelope(self, kind: str, run_id: str, *parts: object) -> dict[str, str]:
+        """Envelope fields of a new event whose id derives from ``kind``, the run and ``parts``
+        (the same inputs in the same run give the same id; another run gets other ids)."""
+        return {"event_id": event_id(kind, run_id, *parts), "run_id": run_id, "producer": self.producer}

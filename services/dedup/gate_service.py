@@ -18,15 +18,15 @@ from pydantic import ValidationError
 
 from services.common.bus import EventBus
 from services.common.contracts.envelope import read_compatible
-from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady
+from services.common.contracts.events import IntentProposed, TaskReady
 from services.common.contracts.intent import Intent
-from services.common.ids import episode_id
 from services.common.outbox import OutboxItem, flush
 from services.common.replay import read_to_end
 from services.common.state import RunProgress, StateStore
 from services.dedup.batcher import EncodeBatcher
 from services.dedup.embedder import Embedder, build_embedder
 from services.dedup.gate import IntentGate
+from services.dedup.gate_logic import GateLogic
 from services.dedup.settings import DedupSettings
 from services.dedup.vector_cache import VectorCache
 from services.dedup.vendi import VendiByCell
@@ -41,6 +41,7 @@ class GateService:
         self.bus = bus
         self.store = store
         self.settings = settings
+        self.logic = GateLogic(bus.stamp, bus.topics)
         self.pools: dict[str, IntentGate] = {}
         self._embedder = embedder
         self._batcher: EncodeBatcher | None = None
@@ -163,34 +164,18 @@ class GateService:
         pool = self._pool(event.run_id)
         progress = RunProgress(self.store, event.run_id)
         if intent.intent_id in pool:  # accepted before the decision could be saved (Redis blip)
-            saved = OutboxItem.of(self.bus.topics.tasks, *self._task(event))
+            saved = self.logic.accepted(event)
             await self.store.put_model(key, saved)
             return saved
         decision = await asyncio.to_thread(pool.check, intent.text, vector)  # 50k x 768: keep it off the loop
+        saved = self.logic.decide(event, decision)
         if decision.accepted:
             self._accept(event.run_id, intent, vector)
-            await self._cache.put(intent.text, vector)  # type: ignore[union-attr]
-            saved = OutboxItem.of(self.bus.topics.tasks, *self._task(event))
+            assert self._cache is not None
+            await self._cache.put(intent.text, vector)
             await progress.count_once("accepted", intent.intent_id)
         else:
-            rejected = IntentRejected(
-                **self.bus.envelope("rejected", event.run_id, intent.intent_id),
-                intent=intent,
-                reason=decision.reason or "near_duplicate",
-                nearest_intent_id=decision.nearest_id,
-                similarity=decision.similarity,
-            )
-            saved = OutboxItem.of(self.bus.topics.intents_rejected, intent.intent_id, rejected)
             await progress.count_once("rejected", intent.intent_id)
             log.info("rejected %s: %s of %s (cos %.3f)", intent.intent_id, decision.reason, decision.nearest_id, decision.similarity)
         await self.store.put_model(key, saved)
         return saved
-
-    def _task(self, event: IntentProposed) -> tuple[str, TaskReady]:
-        """The accepted intent's first episode (key, event): the same ids on every call."""
-        intent = event.intent
-        ep = episode_id(event.run_id, intent.intent_id, 0)
-        task = TaskReady(
-            **self.bus.envelope("task", event.run_id, ep), episode_id=ep, attempt=0, intent=intent, seed=intent.seed
-        )
-        return ep, task

@@ -62,3 +62,26 @@ def test_writer_recovers_its_index_from_the_files(tmp_path: Path) -> None:
     assert again.write("run", "ep2", _record("ep2")) is True
     lines = [json.loads(line) for s in (tmp_path / "run").glob("*.jsonl") for line in s.read_text().splitlines() if line.endswith("}")]
     assert sorted(r["metadata"]["episode_id"] for r in lines) == ["ep1", "ep2"]
+
+
+def test_gate_logic_turns_a_pool_verdict_into_one_deterministic_event() -> None:
+    from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady
+    from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
+    from services.common.contracts.topics import Topics
+    from services.common.ids import Stamp
+    from services.dedup.gate import GateDecision
+    from services.dedup.gate_logic import GateLogic
+
+    intent = Intent(intent_id="i1", text="Write a plan with 3 numbers.", persona=Persona(id="p", name="A", role="r", industry="x"),
+                    domains=[DomainRef(id="d", name="D")], tasks=[TaskRef(id="t", name="T", domain="d")],
+                    complexity="simple", seed=3)
+    proposed = IntentProposed(event_id="p1", run_id="run-1", producer="intent", intent=intent)
+    logic = GateLogic(Stamp("gate"), Topics())
+    accept = logic.decide(proposed, GateDecision(accepted=True))
+    task = TaskReady.model_validate_json(accept.event)
+    assert accept.topic == "ise.tasks" and accept.key == task.episode_id and task.attempt == 0 and task.seed == 3
+    again = logic.decide(proposed, GateDecision(accepted=True))
+    assert (again.key, TaskReady.model_validate_json(again.event).event_id) == (accept.key, task.event_id)
+    reject = logic.decide(proposed, GateDecision(accepted=False, reason="exact", nearest_id="i0", similarity=1.0))
+    rejected = IntentRejected.model_validate_json(reject.event)
+    assert reject.topic == "ise.intents.rejected" and rejected.nearest_intent_id == "i0" and rejected.reason == "exact"
