@@ -3,10 +3,17 @@
     ISEError
     ├── ConfigError          bad settings or input files: fix the config, retrying will not help
     ├── PermanentError       this message can never be processed: dead-letter it, move on
-    │   └── ContractError    the bytes are not a valid event of the expected model
-    └── TransientError       infrastructure hiccup (broker, Redis, LLM endpoint): retry with backoff
+    │   ├── ContractError    the bytes are not a valid event of the expected model
+    │   └── LLMRequestError  an LLM endpoint refused the request (400/404/422)
+    ├── TransientError       infrastructure hiccup (broker, Redis, LLM endpoint): retry with backoff
+    │   └── LLMUnavailable   an LLM endpoint did not answer, timed out, or kept answering 429/5xx
+    ├── LocalModelError      the local model server cannot be installed, started or reached
+    └── LockTimeout          another process held a set-up lock for too long
 
-Each service derives its own tree from these (see ``services/<name>/errors.py``).
+Each service derives its own tree from these, in its own ``errors.py``: ``services/intent``,
+``services/dedup``, ``services/simulator``, ``services/executor`` and ``services/stack``.
+Outages of Redis and Kafka themselves arrive as the client libraries' exceptions; the bus tells
+them apart with ``retry.is_outage``.
 """
 
 from __future__ import annotations
@@ -30,3 +37,19 @@ class ContractError(PermanentError, ValueError):
 
 class TransientError(ISEError):
     """A temporary failure of something outside the process; worth retrying."""
+
+
+class LLMUnavailable(TransientError):
+    """The endpoint did not answer, timed out, or answered 429/5xx after the client's retries."""
+
+
+class LLMRequestError(PermanentError):
+    """The endpoint refused the request (400/404/422): retrying the same request will not help."""
+
+
+class LocalModelError(ISEError, RuntimeError):
+    """The local model server cannot be installed, started or reached."""
+
+
+class LockTimeout(ISEError, TimeoutError):
+    """Another process held the lock for longer than we were willing to wait."""

@@ -10,11 +10,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from services.common.errors import ISEError
-
-
-class LockTimeout(ISEError, TimeoutError):
-    """Another process held the lock for longer than we were willing to wait."""
+from services.common.errors import (
+    LockTimeout,
+)
 
 
 @contextlib.contextmanager

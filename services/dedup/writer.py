@@ -24,18 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from services.common.contracts.envelope import is_safe_id
-from services.common.errors import PermanentError
 from services.common.locks import file_lock
+from services.dedup.errors import UnsafePathError
 
 log = logging.getLogger(__name__)
 
 SHARD_GLOB = "trajectories-*.jsonl"
 LOCK_NAME = ".writer.lock"
 LOCK_TIMEOUT_S = 60.0
-
-
-class UnsafePathError(PermanentError, ValueError):
-    """An id would put a dataset file outside the dataset root."""
 
 
 def _episode_of(line: bytes) -> str | None:

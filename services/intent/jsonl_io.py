@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from services.common.contracts.intent import Complexity, DomainRef, Intent, Persona, TaskRef
 from services.common.errors import ConfigError
 from services.common.ids import derive_seed, digest
+from services.intent.errors import IntentFileError
 
 TIERS: tuple[str, ...] = get_args(Complexity)
 DEFAULT_COMPLEXITY = "medium"
@@ -42,15 +43,6 @@ PERSONA_TEXT_FIELDS = ("name", "role", "industry", "experience_level", "communic
 EXTENSION_KEY = "ise"
 MAX_LINE_BYTES = 1 << 20
 """One intent line at most (a reference-layout intent is a few KiB; the bus carries 16 MiB an event)."""
-
-
-class IntentFileError(ConfigError):
-    """A line of an intents file that cannot be imported (``line`` is None for the whole file)."""
-
-    def __init__(self, path: str | os.PathLike[str], line: int | None, field: str, problem: str) -> None:
-        self.path, self.line, self.field, self.problem = str(path), line, field, problem
-        where = f"{self.path}:{line}" if line is not None else self.path
-        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
 
 
 class _FieldError(Exception):

@@ -7,17 +7,13 @@ import re
 from dataclasses import dataclass
 
 from services.common.contracts.messages import Usage
-from services.common.errors import PermanentError
 from services.common.llm.client import LLMClient
 from services.common.resources import load_json, load_text, load_yaml
+from services.intent.errors import RenderError
 from services.intent.sampler import IntentTuple
 
 _WORD = re.compile(r"[a-z0-9']+|!!")
 _CONCRETE = re.compile(r"\d|\b[\w-]+\.[a-z]{2,5}\b|\"[^\"]{2,}\"|`[^`]+`")
-
-
-class RenderError(PermanentError):
-    """The LLM did not produce a valid request within the allowed attempts."""
 
 
 @dataclass(frozen=True)

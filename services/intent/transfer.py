@@ -21,28 +21,16 @@ from tqdm import tqdm
 from services.common.bus import EventBus
 from services.common.contracts.events import IntentProposed, TaskReady
 from services.common.contracts.intent import Intent
-from services.common.errors import TransientError
 from services.common.replay import read_to_end
 from services.common.settings import KafkaSettings
 from services.common.state import RunProgress, StateStore
+from services.intent.errors import PublishInterrupted
 from services.intent.jsonl_io import IntentFileError, read_intents, write_intents
 
 log = logging.getLogger(__name__)
 
 PUBLISH_BATCH = 64
 """Intents published concurrently; each publish still waits for the broker's ack."""
-
-
-class PublishInterrupted(TransientError):
-    """Publishing stopped part-way (the broker failed); ``published`` intents are on the topic."""
-
-    def __init__(self, run_id: str, published: int, total: int, cause: BaseException) -> None:
-        self.run_id, self.published, self.total, self.cause = run_id, published, total, cause
-        super().__init__(
-            f"publishing to run {run_id} stopped after {published} of {total} intent(s): "
-            f"{type(cause).__name__}: {cause}. Re-run the same command with --run-id {run_id} once the broker "
-            "is reachable: event ids are deterministic, so intents already published are not counted twice"
-        )
 
 
 @dataclass

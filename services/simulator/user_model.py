@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.common.contracts.intent import Intent
 from services.common.contracts.messages import OutcomeDigest, Usage
-from services.common.errors import TransientError
 from services.common.llm.client import LLMClient
 from services.common.resources import load_json, load_text, load_yaml
+from services.simulator.errors import UserModelError
 from services.simulator.grounding import WorkspaceView
 from services.simulator.role_drift import drift_reason
 
@@ -30,10 +30,6 @@ class UserDecision(BaseModel):
     query: str = ""
     reason: str = ""
     is_success: bool | None = None
-
-
-class UserModelError(TransientError):
-    """The user LLM kept answering with something that is not a decision."""
 
 
 def parse_decision(text: str) -> UserDecision:

@@ -19,11 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.common.errors import ISEError
-
-
-class StackError(ISEError, RuntimeError):
-    """A piece of the local stack could not be installed, started or reached."""
+from services.stack.errors import StackError
 
 
 @dataclass

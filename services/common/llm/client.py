@@ -14,18 +14,10 @@ import openai
 from openai import AsyncOpenAI
 
 from services.common.contracts.messages import ChatMessage, FunctionCall, ToolCall, Usage
-from services.common.errors import ConfigError, PermanentError, TransientError
+from services.common.errors import ConfigError, LLMRequestError, LLMUnavailable
 from services.common.settings import LLMSettings
 
 log = logging.getLogger(__name__)
-
-
-class LLMUnavailable(TransientError):
-    """The endpoint did not answer, timed out, or answered 429/5xx after the client's retries."""
-
-
-class LLMRequestError(PermanentError):
-    """The endpoint refused the request (400/404/422): retrying the same request will not help."""
 
 
 @dataclass

@@ -39,7 +39,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from services.common.errors import ISEError
+from services.common.errors import (
+    LocalModelError,
+)
 
 MODEL_NAME = "smollm2-135m-instruct"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,10 +55,6 @@ SMOKE_NOTICE = (
     "tools when forced. Configure a real OpenAI-compatible endpoint for meaningful data."
 )
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
-
-
-class LocalModelError(ISEError, RuntimeError):
-    """The local model server cannot be installed, started or reached."""
 
 
 def locate_smollm2_gguf() -> Path:

@@ -1,0 +1,15 @@
+"""The embedded stack's exceptions (under ``ISEError``, see ``services/common/errors.py``).
+
+::
+
+    ISEError
+    └── StackError             a piece of the local stack could not be installed, started or reached
+"""
+
+from __future__ import annotations
+
+from services.common.errors import ISEError
+
+
+class StackError(ISEError, RuntimeError):
+    """A piece of the local stack could not be installed, started or reached."""
