@@ -1,4 +1,4 @@
-"""The training record (DESIGN §5): OpenAI messages, the tools the agent saw, and full metadata."""
+"""The training record (docs/architecture.md §7): OpenAI messages, the tools the agent saw, and full metadata."""
 
 from __future__ import annotations
 

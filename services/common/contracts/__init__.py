@@ -1,7 +1,8 @@
 """The event contracts shared by every service: one versioned pydantic model per Kafka topic.
 
-Rules (DESIGN §2): ``extra="forbid"``, a ``type`` literal discriminator, ``schema_version``,
-an envelope on every event; add fields, never change meanings.
+Rules (docs/architecture.md §2): built strictly (``extra="forbid"``), read forward-compatibly
+(``read_compatible``), a ``type`` literal discriminator, ``schema_version``, an envelope on every
+event, safe ids; add fields, never change meanings.
 """
 
 from services.common.contracts.envelope import SCHEMA_VERSION, Envelope, StrictModel

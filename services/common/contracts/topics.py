@@ -1,4 +1,4 @@
-"""Kafka topic names (DESIGN §1) and what each one is keyed by."""
+"""Kafka topic names (docs/architecture.md §1) and what each one is keyed by."""
 
 from __future__ import annotations
 
