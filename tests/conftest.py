@@ -17,12 +17,14 @@ from aiokafka import AIOKafkaConsumer
 from services.cli.pipeline import with_workspaces_grounding
 from services.common.bus import EventBus, ensure_topics
 from services.common.llm.scripted_server import ScriptedLLMServer
-from services.common.settings import KafkaSettings, RedisSettings
+from services.common.settings import KafkaSettings, LLMSettings, RedisSettings, settings_env
 from services.common.state import StateStore
+from services.dedup.settings import DedupSettings
+from services.executor.settings import ExecutorSettings
 from services.stack import stack
 from services.stack.procs import free_port
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "faults")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -103,19 +105,16 @@ def pipeline_env(stack_endpoints: stack.Endpoints, scripted_llm: ScriptedLLMServ
 def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefix: str, scenario: str) -> dict[str, str]:
     env = {
         **endpoints.env(),
-        "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.",
-        "ISE_KAFKA_PARTITIONS": "4",
-        "ISE_REDIS_KEY_PREFIX": prefix,
-        "ISE_DEDUP_MODEL": "all-MiniLM-L6-v2",
-        "ISE_EXEC_CONTAINER_PREFIX": f"ise-{prefix}",
-        "ISE_EXEC_POOL_SIZE": "1",  # the warm pool is exercised by every pipeline test
+        **settings_env(KafkaSettings.model_construct(topic_prefix=f"{prefix}.", partitions=4)),
+        **settings_env(RedisSettings.model_construct(key_prefix=prefix)),
+        **settings_env(DedupSettings.model_construct(model="all-MiniLM-L6-v2")),
+        # the warm pool is exercised by every pipeline test
+        **settings_env(ExecutorSettings.model_construct(container_prefix=f"ise-{prefix}", pool_size=1)),
         "ISE_LOG_LEVEL": "INFO",
     }
     for role in ("intent", "user", "agent"):
-        env[f"ISE_LLM_{role.upper()}_BASE_URL"] = scripted.base_url
-        env[f"ISE_LLM_{role.upper()}_MODEL"] = f"{scenario}:{role}"
-        env[f"ISE_LLM_{role.upper()}_API_KEY"] = "scripted"
-        env[f"ISE_LLM_{role.upper()}_MAX_RETRIES"] = "0"
+        llm = LLMSettings.model_construct(base_url=scripted.base_url, model=f"{scenario}:{role}", api_key="scripted", max_retries=0)
+        env |= settings_env(llm, prefix=f"ISE_LLM_{role.upper()}_")
     return with_workspaces_grounding(env)  # a free gRPC port for the executor, its address for the simulator
 
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from services.cli.supervisor import LONG_RUNNING, LocalPipeline
 from services.common.retry import is_outage
-from services.common.settings import RedisSettings
+from services.common.settings import KafkaSettings, RedisSettings, settings_env
 from services.common.state import RunProgress, StateStore
 from services.dedup.stats import write_stats
 from services.intent.settings import IntentSettings
@@ -71,7 +71,8 @@ def with_workspaces_grounding(env: dict[str, str]) -> dict[str, str]:
 
 def scoped_to(env: dict[str, str], run_id: str) -> dict[str, str]:
     """``env`` for services that serve only ``run_id``, with consumer groups starting now."""
-    return {**env, "ISE_KAFKA_RUN_SCOPE": run_id, "ISE_KAFKA_RUN_STARTED_MS": str(int(time.time() * 1000))}
+    scope = KafkaSettings.model_construct(run_scope=run_id, run_started_ms=int(time.time() * 1000))
+    return {**env, **settings_env(scope)}
 
 
 def run_finished(p: dict[str, int | str]) -> bool:
@@ -152,12 +153,7 @@ async def run_pipeline(
         pipeline.start_one(
             "intent",
             "intent-job",
-            {
-                "ISE_RUN_ID": run_id,
-                "ISE_INTENT_COUNT": str(intents.count),
-                "ISE_INTENT_SEED": str(intents.seed),
-                "ISE_INTENT_CONCURRENCY": str(intents.concurrency),
-            },
+            {"ISE_RUN_ID": run_id, **settings_env(intents)},
         )
         snap = await wait_for_run(store, run_id, pipeline, timeout_s)
         diversity = await wait_for_diversity(store, run_id, int(snap.get("accepted", 0)))

@@ -6,6 +6,7 @@ each service adds its own settings class with its own prefix next to its code.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Literal
 
@@ -98,3 +99,15 @@ class LLMSettings(BaseSettings):
         if not settings.model:
             updates["model"] = os.environ.get("ISE_LLM_MODEL", "") or _DEFAULT_MODELS[role]
         return settings.model_copy(update=updates)
+
+
+def settings_env(settings: BaseSettings, *, prefix: str | None = None) -> dict[str, str]:
+    """The environment variables that give a child process the same ``settings``: every field
+    that was set explicitly, under the class's prefix (or ``prefix``), values JSON-encoded where
+    they are not strings (as pydantic-settings reads them back). The one way to hand settings
+    to ``ise service`` processes, instead of spelling variable names by hand."""
+    head = prefix if prefix is not None else str(settings.model_config.get("env_prefix", ""))
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json", exclude_unset=True).items():
+        env[f"{head}{name}".upper()] = value if isinstance(value, str) else json.dumps(value)
+    return env

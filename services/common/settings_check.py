@@ -29,6 +29,7 @@ SETTINGS_CLASSES = (
     "services.dedup.settings:DedupSettings",
     "services.simulator.settings:SimulatorSettings",
     "services.executor.settings:ExecutorSettings",
+    "services.stack.settings:StackSettings",
 )
 """Every component's settings class (``module:Class``); each declares its ``env_prefix``."""
 
@@ -41,12 +42,7 @@ TOOLING = frozenset(
         "ISE_LOG_LEVEL",
         "ISE_LLM_MODEL",  # default model name for every LLM role
         "ISE_MODEL_CACHE",  # where the embedding model is reassembled
-        "ISE_STACK_DIR",
-        "ISE_KAFKA_LIBS",
-        "ISE_DOCKERD_FLAGS",
-        "ISE_DOCKER_DISK_GB",
-        "ISE_WORKSPACE_BUILD_SCRIPT",
-        "ISE_DEBIAN_MIRROR",
+        "ISE_DEBIAN_MIRROR",  # read by deploy/workspace/build_rootfs.sh
         "ISE_DEBOOTSTRAP_CACHE",
         "ISE_ROOTFS_WORKDIR",
         "ISE_ROOTFS_TMPFS",
@@ -57,7 +53,16 @@ TOOLING = frozenset(
 
 
 def _fields(cls: type[BaseSettings], prefix: str) -> set[str]:
-    return {f"{prefix}{name}".upper() for name in cls.model_fields}
+    names = set()
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            names.add(alias.upper())
+        elif alias is not None:
+            names |= {str(choice).upper() for choice in getattr(alias, "choices", ())}
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return names
 
 
 def known_settings() -> set[str]:

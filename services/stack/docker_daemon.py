@@ -34,6 +34,7 @@ from docker.errors import DockerException
 from services.common.locks import file_lock
 from services.stack import quota_root
 from services.stack.procs import ServerRecord, StackError, is_alive, log_tail, spawn, stop, wait_until
+from services.stack.settings import StackSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,11 @@ class DockerInfo:
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("ISE_STACK_DIR") or Path.home() / ".cache" / "ise" / "stack")
+    return StackSettings().stack_path()
 
 
 def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    return StackSettings().docker_host or DEFAULT_SOCKET
 
 
 def _client(timeout_s: float = 5.0) -> docker.DockerClient:
@@ -124,7 +125,7 @@ def docker_info(client: docker.DockerClient | None = None) -> DockerInfo:
 
 def _flag_candidates(quota: tuple[str, ...]) -> list[tuple[str, ...]]:
     """Flag sets to try in order: with the ``quota`` data-root flags first, then without."""
-    forced = os.environ.get("ISE_DOCKERD_FLAGS")
+    forced = StackSettings().dockerd_flags
     if forced is not None:
         return [tuple(shlex.split(forced))]
     candidates: list[tuple[str, ...]] = []
@@ -173,7 +174,7 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
     log_path = sdir / f"{NAME}.log"
     host_args = () if host == DEFAULT_SOCKET else ("--host", host)
     failures: list[str] = []
-    quota = () if "ISE_DOCKERD_FLAGS" in os.environ else quota_root.dockerd_flags()
+    quota = () if StackSettings().dockerd_flags is not None else quota_root.dockerd_flags()
     for flags in _flag_candidates(quota):
         remaining = deadline - time.monotonic()
         if remaining <= 1:
@@ -201,7 +202,7 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
         log.info("dockerd answers after %.1fs (pid %d, flags %s)",
                  time.monotonic() - started, proc.pid, list(flags))
         ServerRecord(name=NAME, pid=proc.pid, address=host, log_path=str(log_path)).save(sdir)
-        if "ISE_DOCKERD_FLAGS" not in os.environ:  # remember what worked on this machine
+        if StackSettings().dockerd_flags is None:  # remember what worked on this machine
             FLAGS_PATH.parent.mkdir(parents=True, exist_ok=True)
             FLAGS_PATH.write_text(json.dumps([f for f in flags if not _is_quota_flag(f, quota)]))
         return

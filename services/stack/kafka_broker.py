@@ -32,6 +32,7 @@ from services.stack.procs import (
     stop,
     wait_until,
 )
+from services.stack.settings import StackSettings
 
 KAFKA_DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "kafka"
 POM_PATH = KAFKA_DEPLOY_DIR / "pom.xml"
@@ -54,7 +55,7 @@ _MAVEN_HINT = (
 
 def default_libs_dir() -> Path:
     """Where the broker's jars live: ``$ISE_KAFKA_LIBS`` or ``~/.cache/ise/kafka-libs``."""
-    override = os.environ.get("ISE_KAFKA_LIBS")
+    override = StackSettings().kafka_libs
     return Path(override).expanduser() if override else Path.home() / ".cache/ise/kafka-libs"
 
 

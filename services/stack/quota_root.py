@@ -34,6 +34,8 @@ import struct
 import subprocess
 from pathlib import Path
 
+from services.stack.settings import StackSettings
+
 log = logging.getLogger(__name__)
 
 MACHINE_DIR = Path.home() / ".cache" / "ise"
@@ -59,7 +61,7 @@ class QuotaRootUnavailable(Exception):
 
 def wanted_gb() -> int:
     """The requested size in GiB (``ISE_DOCKER_DISK_GB``); 0 turns the btrfs root off."""
-    raw = os.environ.get("ISE_DOCKER_DISK_GB", str(DEFAULT_GB)).strip()
+    raw = StackSettings().docker_disk_gb.strip() or str(DEFAULT_GB)
     try:
         value = int(raw)
     except ValueError as exc:

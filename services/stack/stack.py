@@ -8,17 +8,17 @@ point at servers you run yourself; then nothing is started for them.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from services.common.settings import DEFAULT_KAFKA_PORT, DEFAULT_REDIS_PORT
+from services.common.settings import DEFAULT_KAFKA_PORT, DEFAULT_REDIS_PORT, KafkaSettings, RedisSettings, settings_env
 from services.stack.docker_daemon import answers as docker_answers
 from services.stack.docker_daemon import ensure_docker, state_dir
 from services.stack.kafka_broker import EmbeddedKafka, probe_kafka
 from services.stack.procs import ServerRecord, StackError, is_alive, port_open, stop
 from services.stack.redis_server import EmbeddedRedis
+from services.stack.settings import StackSettings
 from services.stack.workspace_image import DEFAULT_TAG, ensure_workspace_image
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,12 @@ class Endpoints:
 
     def env(self) -> dict[str, str]:
         """Environment for services and jobs that should use this stack."""
+        from services.executor.settings import ExecutorSettings  # lazy: the stack does not need the executor
+
         return {
-            "ISE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "ISE_REDIS_URL": self.redis_url,
-            "ISE_EXEC_IMAGE": self.workspace_image,
+            **settings_env(KafkaSettings.model_construct(bootstrap=self.kafka_bootstrap)),
+            **settings_env(RedisSettings.model_construct(url=self.redis_url)),
+            **settings_env(ExecutorSettings.model_construct(image=self.workspace_image)),
         }
 
 
@@ -44,7 +46,7 @@ def _alive(record: ServerRecord | None) -> bool:
 
 
 def _kafka(sdir: Path, port: int) -> str:
-    external = os.environ.get("ISE_KAFKA_BOOTSTRAP")
+    external = StackSettings().kafka_bootstrap
     if external:
         return external
     record = ServerRecord.load(sdir, "kafka")
@@ -63,7 +65,7 @@ def _kafka(sdir: Path, port: int) -> str:
 
 
 def _redis(sdir: Path, port: int) -> str:
-    external = os.environ.get("ISE_REDIS_URL")
+    external = StackSettings().redis_url
     if external:
         return external
     record = ServerRecord.load(sdir, "redis")
@@ -117,7 +119,7 @@ def status(*, stack_dir: Path | None = None) -> list[tuple[str, str, str]]:
         record = ServerRecord.load(sdir, name)
         state = "running" if _alive(record) else ("stopped" if record else "not started")
         rows.append((name, state, record.address if record else "-"))
-    rows.append(("docker", "running" if docker_answers() else "not answering", os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")))
+    rows.append(("docker", "running" if docker_answers() else "not answering", StackSettings().docker_host))
     return rows
 
 
