@@ -80,8 +80,8 @@ def llm_plan(mode: str, *, scenario: str = "default", log_dir: Path | None = Non
         yield LLMPlan(mode, {}, "your endpoint: quality is that of the models you configured")
         return
     if mode == "scripted":
-        with ScriptedLLMServer() as server:
-            env = _role_env(server.base_url, {r: f"{scenario}:{r}" for r in ROLES}, "scripted")
+        with ScriptedLLMServer() as scripted:
+            env = _role_env(scripted.base_url, {r: f"{scenario}:{r}" for r in ROLES}, "scripted")
             yield LLMPlan(mode, env, "scripted replies: a deterministic pipeline check, NOT training data")
         return
     from services.common.llm import local_server as local  # the optional local-llm extra

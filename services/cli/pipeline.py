@@ -26,6 +26,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -173,6 +174,6 @@ def _cancel_on_sigterm() -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
-def _redis_overrides(env: dict[str, str]) -> dict[str, str]:
+def _redis_overrides(env: dict[str, str]) -> dict[str, Any]:
     fields = {"ISE_REDIS_URL": "url", "ISE_REDIS_KEY_PREFIX": "key_prefix"}
     return {name: env[var] for var, name in fields.items() if var in env}

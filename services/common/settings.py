@@ -90,7 +90,7 @@ class LLMSettings(BaseSettings):
     @classmethod
     def for_role(cls, role: LLMRole) -> LLMSettings:
         prefix = f"ISE_LLM_{role.upper()}_"
-        settings = cls(_env_prefix=prefix)  # type: ignore[call-arg]
+        settings = cls(_env_prefix=prefix)
         updates: dict[str, object] = {}
         if not settings.base_url:
             updates["base_url"] = os.environ.get("OPENAI_BASE_URL", "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -47,7 +48,7 @@ class Catalog:
         return [t for t in self.tasks if domain_id in t.domains and not (set(t.needs) & self.excluded_needs)]
 
 
-def _read(directory: Path, name: str) -> object:
+def _read(directory: Path, name: str) -> Any:
     path = directory / name
     if not path.exists():
         raise ConfigError(f"catalog file missing: {path}")
@@ -55,18 +56,18 @@ def _read(directory: Path, name: str) -> object:
 
 
 def load_catalog(directory: Path = CATALOG_DIR, *, excluded_needs: frozenset[str] = OFFLINE_EXCLUDED_NEEDS) -> Catalog:
-    personas = tuple(Persona.model_validate(p) for p in _read(directory, "personas.yaml"))  # type: ignore[union-attr]
-    domains = tuple(DomainRef.model_validate(d) for d in _read(directory, "domains.yaml"))  # type: ignore[union-attr]
+    personas = tuple(Persona.model_validate(p) for p in _read(directory, "personas.yaml"))
+    domains = tuple(DomainRef.model_validate(d) for d in _read(directory, "domains.yaml"))
     tasks = tuple(
         Task(
             id=t["id"], name=t["name"], description=t["description"],
             domains=tuple(t["domains"]), needs=tuple(t.get("needs", ())),
         )
-        for t in _read(directory, "tasks.yaml")  # type: ignore[union-attr]
+        for t in _read(directory, "tasks.yaml")
     )
     tiers = tuple(
         Tier(name=n, weight=float(v["weight"]), domains=tuple(v["domains"]), tasks=tuple(v["tasks"]), meaning=v.get("meaning", ""))
-        for n, v in _read(directory, "complexity.yaml").items()  # type: ignore[union-attr]
+        for n, v in _read(directory, "complexity.yaml").items()
     )
     catalog = Catalog(personas, domains, tasks, tiers, excluded_needs)
     check_catalog(catalog)

@@ -57,7 +57,7 @@ async def generate(
             persona=tup.persona,
             domains=list(tup.domains),
             tasks=list(tup.tasks),
-            complexity=tup.complexity,  # type: ignore[arg-type]
+            complexity=tup.complexity,
             seed=seed,
             render_model=llm.model,
         )

@@ -232,7 +232,7 @@ def intent_from_reference(record: dict[str, Any], *, line: int, path: str | os.P
         return Intent(
             intent_id=intent_id, text=text, persona=persona, domains=domains,
             tasks=[tasks[k] for k in order] if order is not None else tasks,
-            complexity=_complexity(record.get("complexity")),  # type: ignore[arg-type]
+            complexity=_complexity(record.get("complexity")),
             seed=seed, source="imported", render_model=render_model,
             tools_used=_strs(record.get("tools_used"), "tools_used"),
             skills_used=_strs(record.get("skills_used"), "skills_used"),
