@@ -1,11 +1,26 @@
-"""Running a service process: settings checked, topics ensured, run-scoped groups positioned,
-broker started, hooks, clean stop on SIGTERM/SIGINT."""
+"""Running a service process: the declared lifecycle every long-running service shares.
+
+A service's ``app.py`` builds its clients, subscribes its handlers and returns
+``build_app(bus, Lifecycle(...))``. The order is the same for every service:
+
+1. settings checked (unknown ``ISE_*`` variables stop the process: ``run``);
+2. topics ensured, run-scoped consumer groups positioned (``run_scope.py``);
+3. ``prepare`` hooks, before anything is consumed (load a model, rebuild a pool);
+4. the broker starts consuming; then ``start`` hooks (servers) and ``background`` tasks;
+5. on SIGTERM/SIGINT: ``background`` tasks cancelled, then ``stop`` hooks in order.
+
+The intent service is a *job*, not a service: it publishes one run's intents and exits
+(``services/intent/app.py:run_job``). ``SERVICES`` and ``JOBS`` name them for the CLI.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 from faststream import FastStream
 
@@ -14,16 +29,33 @@ from services.common.run_scope import position_scoped_groups
 from services.common.settings_check import check_environment
 
 Hook = Callable[[], Awaitable[None]]
+Task = Callable[[], Coroutine[Any, Any, None]]
+
+SERVICES = {
+    "dedup": "services.dedup.app",
+    "simulator": "services.simulator.app",
+    "executor": "services.executor.app",
+}
+"""Long-running services: module with ``create_app() -> FastStream`` (``ise service NAME``)."""
+
+JOBS = {"intent": "services.intent.app"}
+"""Jobs: module with ``async run_job(run_id)``; they exit when done (``ise service intent``)."""
 
 
-def build_app(
-    bus: EventBus,
-    *,
-    on_startup: Sequence[Hook] = (),
-    after_startup: Sequence[Hook] = (),
-    on_shutdown: Sequence[Hook] = (),
-) -> FastStream:
+@dataclass
+class Lifecycle:
+    """What a service runs besides its subscribers (see the module docstring for the order)."""
+
+    prepare: list[Hook] = field(default_factory=list)
+    start: list[Hook] = field(default_factory=list)
+    background: list[Task] = field(default_factory=list)
+    stop: list[Hook] = field(default_factory=list)
+
+
+def build_app(bus: EventBus, lifecycle: Lifecycle | None = None) -> FastStream:
+    life = lifecycle or Lifecycle()
     log = logging.getLogger(f"ise.{bus.service}")
+    running: list[asyncio.Task[None]] = []
 
     async def topics() -> None:
         created = await ensure_topics(bus.settings)
@@ -33,12 +65,22 @@ def build_app(
             log.info("run-scoped: consuming only run %s", bus.scope)
             await position_scoped_groups(bus.settings, bus.groups)
 
+    async def start_background() -> None:
+        running.extend(asyncio.create_task(make(), name=f"{bus.service}:{make.__name__}") for make in life.background)
+
+    async def stop_background() -> None:
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     return FastStream(
         bus.broker,
         logger=logging.getLogger(f"ise.{bus.service}.app"),
-        on_startup=[topics, *on_startup],
-        after_startup=list(after_startup),
-        on_shutdown=list(on_shutdown),
+        on_startup=[topics, *life.prepare],
+        after_startup=[*life.start, start_background],
+        on_shutdown=[stop_background, *life.stop],
     )
 
 

@@ -8,7 +8,7 @@ from faststream import FastStream
 
 from services.common.bus import EventBus
 from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady, TrajectoryFinished
-from services.common.runner import build_app
+from services.common.runner import Lifecycle, build_app
 from services.common.settings import KafkaSettings, RedisSettings
 from services.common.state import StateStore
 from services.dedup.gate_service import GateService
@@ -35,5 +35,5 @@ def create_app() -> FastStream:
         await gate.close()
         await store.close()
 
-    # on_startup runs before the broker consumes: the model loads and the pools are rebuilt
-    return build_app(bus, on_startup=[gate.start], on_shutdown=[stop])
+    # prepared before the broker consumes: the model loads and the pools are rebuilt
+    return build_app(bus, Lifecycle(prepare=[gate.start], stop=[stop]))

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 from faststream import FastStream
 
 from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.llm.client import LLMClient
-from services.common.runner import build_app
+from services.common.runner import Lifecycle, build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig
-from services.executor.grpc_server import serve_workspaces
+from services.executor.grpc_runtime import GrpcLimits
+from services.executor.grpc_server import WorkspacesServer, callers_from_settings, serve_workspaces
 from services.executor.service import ExecutorService
 from services.executor.settings import ExecutorSettings
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 from services.executor.workspace.pool import WarmPool
-from services.executor.workspace.reaper import run_reaper
+from services.executor.workspace.reaper import run_heartbeat, run_reaper
 
 
 def create_app() -> FastStream:
     settings = ExecutorSettings()
+    # fail now, not after startup, when gRPC would be exposed without tokens (or tokens are bad)
+    callers = callers_from_settings(settings) if settings.grpc_enabled else None
+    grpc_limits = GrpcLimits.from_settings(settings)
     llm_settings = LLMSettings.for_role("agent")
     bus = EventBus(KafkaSettings(), "executor")
     store = StateStore(RedisSettings())
     backend = DockerWorkspaceBackend(
-        settings.image, settings.limits(), name_prefix=settings.container_prefix, shell=settings.shell
+        settings.image, settings.limits(), name_prefix=settings.container_prefix, shell=settings.shell,
+        agent_user=settings.agent_user,
     )
     loop = LoopConfig(
         settings.max_steps,
@@ -46,42 +50,56 @@ def create_app() -> FastStream:
         max_poll_interval_ms=int(settings.turn_timeout_s * 1000) + 60_000,
     )
     bus.declare(bus.topics.turns_agent, AgentTurn)
-    servers: list[grpc.aio.Server] = []
+    servers: list[WorkspacesServer] = []
     pool = WarmPool(backend, settings.pool_size)
-    reaper: list[asyncio.Task[None]] = []
 
     async def is_open(episode_id: str) -> bool:
         return await store.exists(store.key("exec", episode_id))
 
-    async def start_workspaces() -> None:
+    def owner_key(owner: str) -> str:
+        return store.key("exec-pool-owner", owner)
+
+    async def owner_alive(owner: str) -> bool:
+        return await store.exists(owner_key(owner))
+
+    async def beat() -> None:  # this replica's pool is alive: its idle containers are not orphans
+        await store.redis.set(owner_key(pool.owner), "1", px=int(settings.pool_owner_ttl_s * 1000))
+
+    async def start_pool() -> None:
+        await beat()  # before the first pool container exists
         pool.start()  # attaches to the backend; refills in a daemon thread
-        grace = max(settings.reaper_grace_s, settings.turn_timeout_s + 60)
-        reaper.append(
-            asyncio.create_task(
-                run_reaper(
-                    backend,
-                    is_open=is_open,
-                    interval_s=settings.reaper_interval_s,
-                    max_age_s=settings.lease_max_age_s,
-                    grace_s=grace,
-                )
-            )
+
+    async def heartbeat() -> None:
+        await run_heartbeat(beat, interval_s=settings.pool_heartbeat_s)
+
+    async def reaper() -> None:
+        await run_reaper(
+            backend,
+            is_open=is_open,
+            interval_s=settings.reaper_interval_s,
+            max_age_s=settings.lease_max_age_s,
+            grace_s=max(settings.reaper_grace_s, settings.turn_timeout_s + 60),
+            owner_alive=owner_alive,
+            owner_grace_s=settings.pool_owner_ttl_s,
         )
 
     async def start_grpc() -> None:
         if settings.grpc_enabled:
             servers.append(
                 await serve_workspaces(
-                    backend, host=settings.grpc_host, port=settings.grpc_port, token=settings.grpc_token or None
+                    backend, host=settings.grpc_host, port=settings.grpc_port, callers=callers, limits=grpc_limits
                 )
             )
 
-    async def stop() -> None:
-        for task in reaper:
-            task.cancel()
-        await asyncio.to_thread(pool.stop)  # removes this replica's idle pool containers
+    async def stop_grpc() -> None:  # promptly: running calls get ISE_EXEC_GRPC_STOP_GRACE_S
         for server in servers:
-            await server.stop(grace=5)
+            await server.stop()
+
+    async def stop_pool() -> None:
+        await asyncio.to_thread(pool.stop)  # removes this replica's idle pool containers
         await store.close()
 
-    return build_app(bus, after_startup=[start_grpc, start_workspaces], on_shutdown=[stop])
+    return build_app(
+        bus,
+        Lifecycle(start=[start_grpc, start_pool], background=[heartbeat, reaper], stop=[stop_grpc, stop_pool]),
+    )

@@ -38,6 +38,16 @@ class ExecutorSettings(BaseSettings):
     reaper_grace_s: float = Field(
         1860.0, ge=0, description="Never reap a closed-looking workspace younger than this (kept > turn_timeout_s)."
     )
+    pool_heartbeat_s: float = Field(
+        10.0, gt=0, description="How often a replica refreshes its warm pool's liveness marker (a Redis key)."
+    )
+    pool_owner_ttl_s: float = Field(
+        60.0, gt=0, description="TTL of that marker: idle pool containers of a replica that stopped refreshing it "
+        "(killed) are reaped by any replica within this plus reaper_interval_s. Keep it > pool_heartbeat_s.",
+    )
+    agent_user: str = Field(
+        "agent", description="The image's unprivileged user that every agent command and file operation runs as."
+    )
     concurrency: int = Field(4, ge=1, description="Episodes (partitions) processed at once per replica.")
     max_steps: int = Field(16, ge=1, description="LLM calls per user turn before a forced answer.")
     command_timeout_s: float = Field(60.0, gt=0, description="Default per-command timeout.")
@@ -45,7 +55,21 @@ class ExecutorSettings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(DEFAULT_WORKSPACES_PORT, ge=0, description="0 picks a free port.")
     grpc_enabled: bool = True
-    grpc_token: str = Field("", description="Bearer token external callers must send ('' = no auth).")
+    grpc_token: str = Field(
+        "", description="The system caller's bearer token (the simulator's grounding: may also Inspect/read "
+        "pipeline episodes). With no token at all, gRPC serves one anonymous caller, on loopback only.",
+    )
+    grpc_caller_tokens: dict[str, str] = Field(
+        default_factory=dict, description='External gRPC callers, JSON {"name": "token"}; each sees only its own.'
+    )
+    grpc_tokens_file: str = Field("", description="A file of `<caller> <token>` lines (more external callers).")
+    grpc_workers: int = Field(8, ge=1, description="Threads for gRPC's Docker work (never the agent loop's).")
+    grpc_max_message_bytes: int = Field(16 << 20, ge=1 << 20, description="gRPC max receive/send message size.")
+    grpc_max_write_bytes: int = Field(8 << 20, ge=1, description="WriteFile content limit.")
+    grpc_max_read_bytes: int = Field(8 << 20, ge=1, description="ReadFile max_bytes limit.")
+    grpc_max_command_bytes: int = Field(64 << 10, ge=1, description="Exec command length limit.")
+    grpc_max_workspaces_per_caller: int = Field(8, ge=0, description="Live gRPC workspaces per caller.")
+    grpc_stop_grace_s: float = Field(2.0, ge=0, description="On shutdown, running gRPC calls get this long.")
 
     def limits(self) -> WorkspaceLimits:
         return WorkspaceLimits(

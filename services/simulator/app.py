@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from faststream import FastStream
 
 from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, TaskReady, TrajectoryFinished, UserTurn
 from services.common.llm.client import LLMClient
-from services.common.runner import build_app
+from services.common.runner import Lifecycle, build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import StateStore
 from services.simulator.grounding import WorkspaceInspector
@@ -43,18 +41,12 @@ def create_app() -> FastStream:
     bus.declare(bus.topics.trajectories_finished, TrajectoryFinished)
     bus.declare(bus.topics.tasks, TaskReady)
 
-    watchdog: list[asyncio.Task[None]] = []
-
-    async def start_watchdog() -> None:
-        watchdog.append(
-            asyncio.create_task(run_watchdog(bus, store, service.deadlines, settings.watchdog_interval_s))
-        )
+    async def watchdog() -> None:
+        await run_watchdog(bus, store, service.deadlines, settings.watchdog_interval_s)
 
     async def stop() -> None:
-        for task in watchdog:
-            task.cancel()
         if inspector is not None:
             await inspector.close()
         await store.close()
 
-    return build_app(bus, after_startup=[start_watchdog], on_shutdown=[stop])
+    return build_app(bus, Lifecycle(background=[watchdog], stop=[stop]))

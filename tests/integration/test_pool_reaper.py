@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
+from services.executor.workspace import labels
 from services.executor.workspace.base import WorkspaceLimits
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
-from services.executor.workspace.pool import WarmPool, is_idle_name
+from services.executor.workspace.labels import is_idle_name
+from services.executor.workspace.pool import WarmPool
 from services.executor.workspace.reaper import reap
 from tests.integration.test_docker_workspace import workspace_image
 
@@ -71,15 +73,13 @@ def test_acquire_from_warm_pool_is_fast_and_works_like_a_cold_workspace(backend:
     assert result.exit_code == 0
     assert backend.exec("ep1", "echo $PWD $X", workdir=None, timeout_s=10).stdout.strip() == "/tmp 7"
     other = DockerWorkspaceBackend(backend.image, LIMITS, name_prefix=backend.name_prefix)
-    from services.executor.workspace import pool as pool_module
-
     deadline = time.monotonic() + 5  # the assignment file is written in the background
     while True:
-        pool_module._assignments.clear()  # force reading the file, as another process would
-        if pool_module.read_assignment(other.client.api, info.workspace_id) or time.monotonic() > deadline:
+        labels.forget_assignments()  # force reading the file, as another process would
+        if labels.read_assignment(other.client.api, info.workspace_id) or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    pool_module._assignments.clear()
+    labels.forget_assignments()
     got = other.get("ep1")
     assert got is not None and (got.episode_id, got.run_id, got.workspace_id) == ("ep1", "run-a", info.workspace_id)
     assert other.create("ep1", "run-a").workspace_id == info.workspace_id  # idempotent, no pool needed

@@ -72,5 +72,7 @@ def test_symlinks_fifos_and_a_dead_driver(backend: DockerWorkspaceBackend, episo
     assert sh(backend, episode, "readlink link; cat real/conf") == "real/conf\nv2\n"
     with pytest.raises(FileOpError, match="not a regular file"):
         backend.read_file(episode, "pipe", max_bytes=10)  # would block forever if opened
-    backend.exec(episode, "pkill -f 'm shell_driver'; sleep 5", workdir=None, timeout_s=10)
+    api = backend.client.api  # the agent cannot kill the root driver: the host does
+    api.exec_start(api.exec_create(backend.container_name(episode), ["pkill", "-f", "m shell_driver"], user="root")["Id"])
     assert backend.read_file(episode, "real/conf", max_bytes=10) == (b"v2\n", False)
+    assert sh(backend, episode, "stat -c %U real/conf link") == "agent\nagent\n", "written as the agent"

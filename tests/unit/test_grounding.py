@@ -7,6 +7,7 @@ import pytest
 from services.common.contracts.messages import OutcomeDigest
 from services.common.rpc.ise.v1 import workspaces_pb2 as pb
 from services.executor.workspace.inspect import InspectError, inspect_script, parse_listing
+from services.executor.workspace.shell_driver.history import PATH as HISTORY_PATH
 from services.simulator.grounding import digest_text, human_size
 from services.simulator.user_model import agent_view
 
@@ -86,4 +87,4 @@ def test_parse_listing_reads_the_command_history_after_the_marker() -> None:
 def test_inspect_script_asks_for_one_more_than_the_cap() -> None:
     script = inspect_script(7, 3)
     assert "head -z -n 8" in script and "-cnewer" in script and "-prune" in script
-    assert "tail -n 3 /tmp/.ise-history.jsonl" in script
+    assert f"tail -n 3 {HISTORY_PATH}" in script

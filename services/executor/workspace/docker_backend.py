@@ -3,7 +3,13 @@
 A workspace is a container named ``{prefix}-{episode_id}`` labelled ``ise.managed=true``,
 ``ise.episode``, ``ise.run`` and ``ise.prefix`` (so any replica finds it after a rebalance),
 running ``sleep infinity`` under Docker's init with memory/pids/CPU limits and no network
-unless the limits allow it.  Images are never pulled (there may be no registry).  With a
+unless the limits allow it.  Every command and file operation of the agent runs as the image's
+unprivileged ``agent`` user (``agent_user``) with no capabilities; the container keeps only
+``DRIVER_CAPS`` (for the root shell driver) and ``no-new-privileges``, so nothing the agent runs
+can become root again.  System paths are root-owned and so not writable by the agent; the root
+file system stays a writable layer on purpose, so the disk quota (``--storage-opt size``) covers
+everything the agent writes (/workspace, /tmp, /var/tmp) - a read-only root with tmpfs or volume
+mounts would move those writes to RAM or out of the quota.  Images are never pulled (there may be no registry).  With a
 ``WarmPool`` attached, ``create`` renames a started pool container instead (see ``pool.py``).
 
 The agent's ``exec`` runs, by default (``shell="persistent"``), in the episode's long-lived
@@ -15,18 +21,17 @@ and writes travel over the same shell.  With
 whole process group past the deadline; a host-side watchdog closes the stream if even that
 hangs.  Output is drained as it streams and only the first
 ``output_cap_bytes`` of each stream are kept, so a 100 MB output never sits in memory.
-File reads and writes live in ``docker_files.py``.
+File reads and writes live in ``docker_files.py``; names and labels in ``labels.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import shlex
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -40,21 +45,36 @@ from services.executor.errors import (
 from services.executor.workspace import docker_files
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
 from services.executor.workspace.disk_quota import DiskQuota
-from services.executor.workspace.docker_files import WORKSPACE_DIR, _infra, _RawRun, resolve_path
+from services.executor.workspace.docker_files import KILL_AFTER_S, _infra, _RawRun, resolve_path
+from services.executor.workspace.labels import (  # re-exported: callers import the labels from here
+    LABEL_EPISODE,
+    LABEL_MANAGED,
+    LABEL_PREFIX,
+    LABEL_RUN,
+    NAME_RE,
+    WORKSPACE_DIR,
+    effective_labels,
+)
 from services.executor.workspace.shell import ShellPool, ShellSession, ShellUnavailable
 
-if TYPE_CHECKING:
-    from services.executor.workspace.pool import WarmPool
+__all__ = ["LABEL_EPISODE", "LABEL_MANAGED", "LABEL_PREFIX", "LABEL_RUN", "DockerWorkspaceBackend", "WarmSource"]
 
-KILL_AFTER_S = 2.0  # SIGKILL this long after the SIGTERM that ends a timed-out command
 HOST_GRACE_S = 10.0  # the host watchdog fires this long after timeout + KILL_AFTER_S
 RACE_WAIT_S = 10.0  # how long a create that lost the name race waits for the winner's container
-LABEL_MANAGED = "ise.managed"
-LABEL_EPISODE = "ise.episode"
-LABEL_RUN = "ise.run"
-LABEL_PREFIX = "ise.prefix"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+AGENT_USER = "agent"  # the image's unprivileged user: every command and file operation of the agent
+# The only capabilities a workspace keeps, for the root shell driver: switch to the agent's ids
+# (SETUID, SETGID) and signal the agent's processes (KILL).  The agent's processes have none.
+DRIVER_CAPS = ("SETUID", "SETGID", "KILL")
+_NAME_RE = NAME_RE
 _TIMEOUT_EXIT_CODES = (124, 137)  # timeout(1): TERM worked / KILL was needed
+
+
+class WarmSource(Protocol):
+    """What the backend needs of a warm pool (``pool.WarmPool``), injected as ``backend.pool``."""
+
+    def take(self, episode_id: str, run_id: str) -> dict[str, Any] | None: ...
+
+    def stop(self) -> None: ...
 
 
 class DockerWorkspaceBackend(WorkspaceBackend):
@@ -69,12 +89,14 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         client: docker.DockerClient | None = None,
         host_grace_s: float = HOST_GRACE_S,
         shell: str = "persistent",
+        agent_user: str = AGENT_USER,
     ) -> None:
         if not _NAME_RE.match(name_prefix):
             raise ToolArgumentError(f"invalid container name prefix {name_prefix!r}")
         if shell not in ("persistent", "exec"):
             raise ToolArgumentError(f"shell must be 'persistent' or 'exec', got {shell!r}")
         self.shell = shell
+        self.agent_user = agent_user
         self._shells = ShellPool()
         self.image = image
         self.limits = limits
@@ -82,7 +104,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         self.host_grace_s = host_grace_s
         self._client = client
         self._client_lock = threading.Lock()
-        self.pool: WarmPool | None = None  # set by WarmPool.start()
+        self.pool: WarmSource | None = None  # injected by WarmPool.start(), removed by stop()
         self.disk_quota = DiskQuota(limits.disk_mb, required=limits.require_disk_quota)
 
     @property
@@ -101,7 +123,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         return f"{self.name_prefix}-{episode_id}"
 
     def _info(self, attrs: dict[str, Any]) -> WorkspaceInfo:
-        labels = effective_labels(self, attrs)
+        labels = effective_labels(self.client.api, attrs)
         name = attrs.get("Name") or (attrs.get("Names") or [""])[0]
         return WorkspaceInfo(
             episode_id=labels.get(LABEL_EPISODE, ""),
@@ -120,7 +142,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
                 attrs: dict[str, Any] = self.client.api.inspect_container(name)
             except docker.errors.NotFound:
                 return None
-        labels = effective_labels(self, attrs)
+        labels = effective_labels(self.client.api, attrs)
         if labels.get(LABEL_MANAGED) != "true" or labels.get(LABEL_EPISODE) != episode_id:
             raise WorkspaceConflict(f"container {name} exists but is not this episode's workspace")
         return attrs
@@ -192,6 +214,10 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             memswap_limit=f"{lim.memory_mb}m",
             pids_limit=lim.pids,
             nano_cpus=int(lim.cpus * 1e9),
+            # The agent runs as AGENT_USER (no capabilities, cannot write system paths, cannot
+            # regain root: no-new-privileges); only the root driver uses DRIVER_CAPS.
+            cap_drop=["ALL"],
+            cap_add=list(DRIVER_CAPS),
             security_opt=["no-new-privileges"],
             # a writer past the cap gets SIGXFSZ (exit 153) and the file stops growing
             ulimits=[docker.types.Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20)],
@@ -310,17 +336,21 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         with _infra("start the workspace shell"):
             try:
                 return ShellSession.start(
-                    self.client.api, name, lambda argv: self._exec_create(episode_id, name, argv, stdin=True),
-                    self.limits.pids,
+                    self.client.api, name,
+                    lambda argv: self._exec_create(episode_id, name, argv, stdin=True, user="root"),
+                    self.limits.pids, self.agent_user,
                 )
             except docker.errors.NotFound as exc:
                 raise WorkspaceNotFound(episode_id) from exc
 
-    def _exec_create(self, episode_id: str, name: str, argv: list[str], *, stdin: bool = False) -> str:
+    def _exec_create(
+        self, episode_id: str, name: str, argv: list[str], *, stdin: bool = False, user: str | None = None
+    ) -> str:
+        """A ``docker exec`` in the workspace, as the agent unless ``user`` says otherwise (the driver)."""
         api = self.client.api
         for attempt in range(2):
             try:
-                return str(api.exec_create(name, argv, workdir="/", stdin=stdin)["Id"])
+                return str(api.exec_create(name, argv, workdir="/", stdin=stdin, user=user or self.agent_user)["Id"])
             except docker.errors.NotFound as exc:
                 raise WorkspaceNotFound(episode_id) from exc
             except docker.errors.APIError as exc:
@@ -335,6 +365,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
 
     def write_file(self, episode_id: str, path: str, data: bytes) -> int:
         return docker_files.write_file(self, episode_id, path, data)
+
 
 def _drain(
     stream: Iterator[tuple[bytes | None, bytes | None]], caps: tuple[int, int], cut: threading.Event
@@ -359,5 +390,3 @@ def _drain(
             raise
     return bytes(kept[0]), bytes(kept[1]), truncated
 
-
-from services.executor.workspace.pool import effective_labels  # at the end: pool.py uses this module

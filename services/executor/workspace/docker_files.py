@@ -1,22 +1,23 @@
 """File operations of the Docker workspace backend: read and write files inside a container.
 
 Both go through the episode's persistent shell when it runs (``shell_driver/files.py``: one
-request on the open socket, about a millisecond, and writes that land inside tmpfs mounts or a
-disk quota like any process's).  Otherwise reads use a helper command (``head -c``: binary-safe,
-follows symlinks) and writes check the target with a helper command, then upload a one-file
-tar with ``put_archive``.  Also the small primitives the backend shares with them: path
-resolution, raw exec results, error mapping.
+request on the open socket, about a millisecond, done with the agent's uid, and writes that land
+inside tmpfs mounts or a disk quota like any process's).  Otherwise they are ``docker exec``s as
+the agent user: reads a helper command (``head -c``: binary-safe, follows symlinks), writes a
+helper that streams stdin into a temporary file next to the target and renames it over it (never
+``put_archive``, which writes as root and would follow the agent's symlinks out of its reach).
+Also the small primitives the backend shares with them: path resolution, raw exec results,
+error mapping.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import posixpath
-import re
 import shlex
-import tarfile
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,15 +28,29 @@ import docker.errors
 import requests
 
 from services.executor.errors import ExecutorError, FileOpError, ToolArgumentError, WorkspaceUnavailable
+from services.executor.workspace.labels import WORKSPACE_DIR
 
 if TYPE_CHECKING:
     from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 
-WORKSPACE_DIR = "/workspace"
+__all__ = ["WORKSPACE_DIR", "read_file", "resolve_path", "write_file"]
+KILL_AFTER_S = 2.0  # SIGKILL this long after the SIGTERM that ends a timed-out command
 FILE_OP_TIMEOUT_S = 60.0  # wall time for the helper commands behind read_file / write_file
 _EXIT_NOT_FOUND = 20
 _EXIT_IS_DIR = 21
 _ERR_CAP = 4096  # stderr kept from the file-operation helpers
+_HEADER = struct.Struct(">BxxxL")  # Docker's stream multiplexing: stream, 3 pad bytes, size
+# Write stdin to a temporary file next to the (symlink-resolved) target, keep an existing file's
+# mode, rename it over the target; as the agent, so it can only write where the agent can.
+_WRITE_SCRIPT = (
+    't=$(readlink -m -- "$1") || exit 1; p=${t%/*}; p=${p:-/}\n'
+    f'if [ -d "$t" ]; then echo "is a directory" >&2; exit {_EXIT_IS_DIR}; fi\n'
+    'mkdir -p -- "$p" || exit 1\n'
+    'tmp="$p/.${t##*/}.ise-$$.tmp"; trap "rm -f -- \\"\\$tmp\\"" EXIT\n'
+    'cat > "$tmp" || exit 1\n'
+    'if [ -e "$t" ]; then chmod --reference="$t" -- "$tmp" || exit 1; fi\n'
+    'mv -f -- "$tmp" "$t" && trap - EXIT\n'
+)
 
 
 @dataclass
@@ -80,40 +95,53 @@ def read_file(backend: DockerWorkspaceBackend, episode_id: str, path: str, *, ma
 def write_file(backend: DockerWorkspaceBackend, episode_id: str, path: str, data: bytes) -> int:
     """Create or replace a file (parents created, an existing file's mode kept)."""
     target = resolve_path(path)
-    parent, base = posixpath.split(target)
-    if not base:
+    if not posixpath.basename(target):
         raise FileOpError(target, "is a directory")
     payload = {"op": "write", "path": target, "data": base64.b64encode(data).decode()}
     reply = backend.shell_request(episode_id, payload, FILE_OP_TIMEOUT_S)
     if reply is not None:
         _raise_reply_error(target, reply)
         return int(reply["written"])
-    q, qp = shlex.quote(target), shlex.quote(parent)
-    # Check the target, create the parents, and report the mode of a file being replaced.
-    script = (
-        f"if [ -d {q} ]; then echo 'is a directory' >&2; exit {_EXIT_IS_DIR}; fi\n"
-        f"mkdir -p -- {qp} || exit 1\n"
-        f"if [ -e {q} ]; then stat -L -c %a -- {q}; fi"
-    )
-    raw = backend._run(episode_id, ["bash", "-c", script], timeout_s=FILE_OP_TIMEOUT_S, cap=_ERR_CAP)
+    raw = _run_with_input(backend, episode_id, ["bash", "-c", _WRITE_SCRIPT, "write", target], data)
     _raise_file_error(target, raw)
-    mode_text = raw.stdout.decode(errors="replace").strip()
-    mode = int(mode_text, 8) if re.fullmatch(r"[0-7]{3,4}", mode_text) else 0o644
-    member = tarfile.TarInfo(base)
-    member.size, member.mode, member.mtime = len(data), mode, int(time.time())
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.addfile(member, io.BytesIO(data))
-    with _infra("write file"):
-        try:
-            backend.client.api.put_archive(backend.container_name(episode_id), parent, buf.getvalue())
-        except docker.errors.NotFound as exc:
-            raise FileOpError(target, "parent folder vanished", missing=True) from exc
-        except docker.errors.APIError as exc:
-            if exc.status_code is not None and exc.status_code < 500:
-                raise FileOpError(target, str(exc.explanation or exc)) from exc
-            raise
     return len(data)
+
+
+def _run_with_input(backend: DockerWorkspaceBackend, episode_id: str, argv: list[str], data: bytes) -> _RawRun:
+    """Run ``argv`` as the agent with ``data`` on its stdin; keep the first ``_ERR_CAP`` bytes of stderr."""
+    name = backend.container_name(episode_id)
+    timeout = f"{FILE_OP_TIMEOUT_S:.3f}"
+    api = backend.client.api
+    started = time.monotonic()
+    with _infra("write file"):
+        exec_id = backend._exec_create(episode_id, name, ["timeout", "-k", f"{KILL_AFTER_S:g}", timeout, *argv], stdin=True)
+        response = api.exec_start(exec_id, socket=True)
+        sock = getattr(response, "_sock", response)
+        err = bytearray()
+        try:
+            sock.settimeout(FILE_OP_TIMEOUT_S + KILL_AFTER_S + backend.host_grace_s)
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)  # EOF on the helper's stdin
+            buf = bytearray()
+            while chunk := sock.recv(65536):
+                buf += chunk
+                while len(buf) >= _HEADER.size and len(buf) >= _HEADER.size + _HEADER.unpack_from(buf)[1]:
+                    kind, size = _HEADER.unpack_from(buf)
+                    if kind == 2 and len(err) < _ERR_CAP:
+                        err += buf[_HEADER.size : _HEADER.size + size][: _ERR_CAP - len(err)]
+                    del buf[: _HEADER.size + size]
+        except TimeoutError:
+            pass  # reported as timed out below
+        finally:
+            with contextlib.suppress(Exception):
+                response.close()
+            with contextlib.suppress(Exception):
+                sock.close()
+        state = api.exec_inspect(exec_id)
+    code = state.get("ExitCode")
+    duration_ms = int((time.monotonic() - started) * 1000)
+    timed_out = state.get("Running", False) or code is None or code in (124, 137)
+    return _RawRun(-1 if code is None else int(code), b"", bytes(err), duration_ms, False, timed_out)
 
 
 def _raise_reply_error(target: str, reply: dict[str, object]) -> None:

@@ -16,10 +16,11 @@ Without a marker (a workspace started some other way) every file is listed and `
 says so.  An agent that deletes the marker moves the reference to its next turn.
 
 The latest commands come from the history the shell driver appends to in the container
-(``shell_driver/history.py``: command head, exit code, duration, timed out, end time), read with
-``tail`` and kept when they ended after the marker.  Everything runs in a clean ``env -i bash
---noprofile --norc`` child of the episode's shell, unrecorded, so the agent's functions, aliases,
-``set -e`` or ``cd`` cannot change the answer, and its only trace in the agent's shell is ``$?``.
+(``shell_driver/history.py``: command head, exit code, duration, timed out, end time; written
+by the root driver to a root-owned file the agent's commands can read but not change), read with
+``tail`` and kept when they ended after the marker.  Everything runs unrecorded in a fresh bash
+that does not load the agent's saved shell state, under a clean ``env -i bash --noprofile
+--norc``, so the agent's functions, aliases, ``set -e`` or ``cd`` cannot change the answer.
 """
 
 from __future__ import annotations

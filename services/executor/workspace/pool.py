@@ -11,34 +11,31 @@ Assignment.  Docker labels are immutable, but a container can be renamed, so the
 source of truth** for the episode, exactly as for a cold workspace: taking a container renames
 it to ``{prefix}-{episode_id}`` (one ~5 ms call; the daemon's name reservation makes it the
 atomic claim), so any replica finds it by name after a rebalance.  The run id and the lease
-start go to ``/opt/ise/assignment.json`` (``{"episode_id", "run_id", "assigned_at"}``), written
-by a background ``put_archive`` right after the rename: ``put_archive`` costs ~45 ms and the
+start go to ``/opt/ise/assignment.json`` (``{"episode_id", "run_id", "assigned_at"}``, root-owned
+and read-only: the agent's commands cannot change it), written by a background ``put_archive`` right after the rename: ``put_archive`` costs ~45 ms and the
 daemon serialises it, which with 16 concurrent acquisitions would be most of their latency.
 The acquiring replica caches the assignment by container id before the rename; another replica
 reads the file once and caches it (a container's assignment never changes).  In the short
 window before the file exists another replica sees the run as unknown (``""``), which
 ``create`` accepts (it only rejects a *different* run), and the reaper counts the lease from
-the container's creation.  ``effective_labels``
+the container's creation.  ``labels.effective_labels``
 presents a pooled container with the labels of a cold one (``ise.episode``, ``ise.run``), so
 ``get``, ``close`` and ``list_workspaces(run_id)`` treat both alike; idle pool containers are
-never listed.  The file is inside the sandbox: an agent that rewrites it can only confuse other
-replicas about its *own* episode's run (this replica keeps the cached value).
+never listed.
 
 Two replicas taking containers for the same episode at once: one rename wins; the loser puts
 its container back in its pool and returns the winner's.  Each pool only ever takes
-containers it created itself (the owner label), so two pools never hand out the same container;
-idle containers left by a crashed replica are removed by the reaper once past its max age, and
-``stop()`` removes this pool's idle containers.
+containers it created itself (the owner label ``ise.pool.owner=<owner>``), so two pools never
+hand out the same container.  The replica keeps a liveness marker for ``owner`` fresh (a Redis key
+with a TTL, ``app.py``); any replica's reaper removes idle containers whose owner's marker is gone
+(a replica killed with SIGKILL) within minutes, see ``reaper.py``; ``stop()`` removes this pool's
+idle containers at once.
 """
 
 from __future__ import annotations
 
 import collections
-import io
-import json
 import logging
-import re
-import tarfile
 import threading
 import time
 import uuid
@@ -48,83 +45,19 @@ from typing import TYPE_CHECKING, Any
 import docker.errors
 
 from services.executor.workspace.base import WorkspaceInfo
+from services.executor.workspace.labels import (
+    LABEL_MANAGED,
+    LABEL_POOL,
+    LABEL_POOL_OWNER,
+    LABEL_PREFIX,
+    remember,
+    write_assignment,
+)
 
 if TYPE_CHECKING:
     from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 
 log = logging.getLogger(__name__)
-
-LABEL_POOL = "ise.pool"
-LABEL_POOL_OWNER = "ise.pool.owner"
-LABEL_ASSIGNED_AT = "ise.assigned_at"  # virtual: only in effective_labels, never a Docker label
-ASSIGNMENT_PATH = "/opt/ise/assignment.json"
-_IDLE_SUFFIX = re.compile(r"^pool-[0-9a-f]{32}$")
-_CACHE_CAP = 8192
-_assignments: dict[str, dict[str, Any]] = {}  # container id -> assignment (immutable once written)
-_assignments_lock = threading.Lock()
-
-
-def _remember(container_id: str, assignment: dict[str, Any]) -> None:
-    with _assignments_lock:
-        if len(_assignments) >= _CACHE_CAP:
-            _assignments.clear()
-        _assignments[container_id] = assignment
-
-
-def is_idle_name(prefix: str, name: str) -> bool:
-    """Whether ``name`` is an idle (not yet assigned) pool container of ``prefix``."""
-    name = name.lstrip("/")
-    return name.startswith(prefix + "-") and bool(_IDLE_SUFFIX.match(name[len(prefix) + 1 :]))
-
-
-def write_assignment(api: Any, container_id: str, assignment: dict[str, Any]) -> None:
-    """Write the assignment file into the container (and cache it)."""
-    _remember(container_id, assignment)
-    data = json.dumps(assignment).encode()
-    member = tarfile.TarInfo(ASSIGNMENT_PATH.lstrip("/"))
-    member.size, member.mode, member.mtime = len(data), 0o444, int(time.time())
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.addfile(member, io.BytesIO(data))
-    api.put_archive(container_id, "/", buf.getvalue())
-
-
-def read_assignment(api: Any, container_id: str) -> dict[str, Any] | None:
-    """The container's assignment (cached), or None when it has none or is gone."""
-    with _assignments_lock:
-        cached = _assignments.get(container_id)
-    if cached is not None:
-        return cached
-    try:
-        stream, _ = api.get_archive(container_id, ASSIGNMENT_PATH)
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r") as tar:
-            member = tar.next()
-            handle = tar.extractfile(member) if member is not None else None
-            assignment = json.loads(handle.read()) if handle is not None else None
-    except (docker.errors.APIError, tarfile.TarError, ValueError):
-        return None  # gone, being removed, or no (valid) file
-    if not isinstance(assignment, dict):
-        return None
-    _remember(container_id, assignment)
-    return assignment
-
-
-def effective_labels(backend: DockerWorkspaceBackend, attrs: dict[str, Any]) -> dict[str, str]:
-    """The container's labels; an assigned pool container gets ``ise.episode``/``ise.run`` (and
-    ``ise.assigned_at``) from its name and assignment file.  Idle pool containers have no episode."""
-    from services.executor.workspace.docker_backend import LABEL_EPISODE, LABEL_RUN
-
-    labels = dict((attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {})
-    name = (attrs.get("Name") or (attrs.get("Names") or [""])[0]).lstrip("/")
-    prefix = labels.get("ise.prefix", "")
-    if labels.get(LABEL_POOL) != "true" or is_idle_name(prefix, name) or not name.startswith(prefix + "-"):
-        return labels
-    assignment = read_assignment(backend.client.api, attrs["Id"]) or {}
-    labels[LABEL_EPISODE] = name[len(prefix) + 1 :]
-    labels[LABEL_RUN] = str(assignment.get("run_id", ""))
-    if "assigned_at" in assignment:
-        labels[LABEL_ASSIGNED_AT] = str(assignment["assigned_at"])
-    return labels
 
 
 class WarmPool:
@@ -205,7 +138,7 @@ class WarmPool:
                 self.misses += 1
                 return None
             assignment = {"episode_id": episode_id, "run_id": run_id, "assigned_at": time.time()}
-            _remember(attrs["Id"], assignment)  # this replica knows the run before the name exists
+            remember(attrs["Id"], assignment)  # this replica knows the run before the name exists
             try:
                 api.rename(attrs["Id"], name)  # atomic: the daemon reserves names
             except docker.errors.NotFound:
@@ -244,10 +177,10 @@ class WarmPool:
                 return
             attrs = self._create_started()
             with self._lock:
-                if not self._stopped.is_set():
+                kept = not self._stopped.is_set()
+                if kept:
                     self._idle.append(attrs)
-                    attrs = None
-            if attrs is not None:
+            if not kept:
                 self._remove(attrs["Id"])
         except Exception:
             log.exception("warm pool: could not create a container (retrying)")
@@ -258,8 +191,6 @@ class WarmPool:
             self._wake.set()
 
     def _create_started(self) -> dict[str, Any]:
-        from services.executor.workspace.docker_backend import LABEL_MANAGED, LABEL_PREFIX
-
         backend = self.backend
         name = f"{backend.name_prefix}-pool-{uuid.uuid4().hex}"
         labels = {LABEL_MANAGED: "true", LABEL_PREFIX: backend.name_prefix, LABEL_POOL: "true",

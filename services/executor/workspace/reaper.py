@@ -6,14 +6,20 @@ backend's prefix>`` (exact match, so other prefixes are never touched) and remov
 * an episode's workspace (cold, or an assigned pool container) when ``is_open(episode_id)`` is
   False (the executor's state for it is gone: closed, or expired) or when its lease, counted
   from creation (cold) or assignment (pooled), is older than ``max_age_s``;
-* an idle pool container older than ``max_age_s`` (left by a crashed replica, or just stale;
-  a live pool skips a removed one and refills).
+* an idle pool container whose owner (label ``ise.pool.owner``) is gone: ``owner_alive(owner)``
+  False (its replica stopped refreshing its liveness marker, e.g. killed with SIGKILL) and the
+  container at least ``owner_grace_s`` old (a new pool's first containers may predate its first
+  marker); with ``run_reaper`` every ``interval_s``, such containers go within
+  ``owner TTL + interval_s`` of the owner's death instead of ``max_age_s``;
+* an idle pool container older than ``max_age_s`` (stale; a live pool skips a removed one and
+  refills).
 
 Nothing younger than ``grace_s`` is removed for a closed episode: the executor creates the
 workspace before it first saves the episode's state, so a brand-new workspace may look closed.
 ``grace_s`` must therefore exceed the longest first turn (the executor's ``turn_timeout_s``).
 A predicate that raises keeps the container.  ``run_reaper`` runs ``reap`` every
-``interval_s`` seconds with an async predicate (e.g. a Redis ``EXISTS``), off the event loop.
+``interval_s`` seconds with async predicates (e.g. a Redis ``EXISTS``), off the event loop;
+``run_heartbeat`` keeps this replica's own marker fresh (``beat`` sets it with a TTL).
 """
 
 from __future__ import annotations
@@ -26,13 +32,17 @@ from typing import Any
 
 import docker.errors
 
-from services.executor.workspace.docker_backend import (
+from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+from services.executor.workspace.labels import (
+    LABEL_ASSIGNED_AT,
     LABEL_EPISODE,
     LABEL_MANAGED,
+    LABEL_POOL,
+    LABEL_POOL_OWNER,
     LABEL_PREFIX,
-    DockerWorkspaceBackend,
+    effective_labels,
+    is_idle_name,
 )
-from services.executor.workspace.pool import LABEL_ASSIGNED_AT, LABEL_POOL, effective_labels, is_idle_name
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,17 @@ def episode_ids(backend: DockerWorkspaceBackend) -> list[str]:
     return [info.episode_id for info in backend.list_workspaces()]
 
 
+def pool_owners(backend: DockerWorkspaceBackend) -> set[str]:
+    """Owners of this backend's idle pool containers."""
+    owners = set()
+    for row in _rows(backend):
+        labels = row.get("Labels") or {}
+        name = (row.get("Names") or [""])[0]
+        if labels.get(LABEL_POOL) == "true" and is_idle_name(backend.name_prefix, name) and labels.get(LABEL_POOL_OWNER):
+            owners.add(labels[LABEL_POOL_OWNER])
+    return owners
+
+
 def reap(
     backend: DockerWorkspaceBackend,
     *,
@@ -54,18 +75,24 @@ def reap(
     max_age_s: float,
     grace_s: float = 60.0,
     now: float | None = None,
+    owner_alive: Callable[[str], bool] | None = None,
+    owner_grace_s: float = 60.0,
 ) -> list[str]:
-    """Remove closed-episode, expired and stale idle-pool containers; return their names."""
+    """Remove closed-episode, expired, orphaned and stale idle-pool containers; return their names."""
     now = time.time() if now is None else now
     removed: list[str] = []
     for row in _rows(backend):
         name = (row.get("Names") or [""])[0].lstrip("/")
         labels = row.get("Labels") or {}
         if labels.get(LABEL_POOL) == "true" and is_idle_name(backend.name_prefix, name):
-            if now - float(row.get("Created", now)) > max_age_s and _remove(backend, row["Id"]):
+            age = now - float(row.get("Created", now))
+            owner = labels.get(LABEL_POOL_OWNER, "")
+            orphan = owner_alive is not None and age >= owner_grace_s and not _open(owner_alive, owner)
+            if (age > max_age_s or orphan) and _remove(backend, row["Id"]):
+                log.info("reaper: removed idle %s: %s", name, "its owner is gone" if orphan else "too old")
                 removed.append(name)
             continue
-        labels = effective_labels(backend, row)
+        labels = effective_labels(backend.client.api, row)
         episode = labels.get(LABEL_EPISODE)
         if not episode:
             continue  # not a workspace this code created: leave it alone
@@ -82,11 +109,12 @@ def reap(
     return removed
 
 
-def _open(is_open: Callable[[str], bool], episode_id: str) -> bool:
+def _open(is_open: Callable[[str], bool], key: str) -> bool:
+    """``is_open(key)``; a predicate that fails counts as True (keep the container)."""
     try:
-        return bool(is_open(episode_id))
+        return bool(is_open(key))
     except Exception:
-        log.warning("reaper: is_open(%r) failed: keeping its workspace", episode_id, exc_info=True)
+        log.warning("reaper: liveness check of %r failed: keeping its container", key, exc_info=True)
         return True
 
 
@@ -110,6 +138,8 @@ async def run_reaper(
     interval_s: float,
     max_age_s: float,
     grace_s: float = 60.0,
+    owner_alive: Callable[[str], Awaitable[bool]] | None = None,
+    owner_grace_s: float = 60.0,
 ) -> None:
     """Reap every ``interval_s`` seconds until cancelled; a failed pass is logged and retried."""
     while True:
@@ -119,9 +149,16 @@ async def run_reaper(
             for episode in candidates:
                 if await is_open(episode):
                     still_open.add(episode)
+            alive: Callable[[str], bool] | None = None
+            if owner_alive is not None:
+                owners = await asyncio.to_thread(pool_owners, backend)
+                # an owner that appeared after the snapshot is checked on the next pass
+                dead = {owner for owner in owners if not await owner_alive(owner)}
+                alive = _not_in(dead)
             # An episode created after the snapshot is younger than grace_s: it is not reaped.
             removed = await asyncio.to_thread(
-                reap, backend, is_open=still_open.__contains__, max_age_s=max_age_s, grace_s=grace_s
+                reap, backend, is_open=still_open.__contains__, max_age_s=max_age_s, grace_s=grace_s,
+                owner_alive=alive, owner_grace_s=owner_grace_s,
             )
             if removed:
                 log.info("reaper: removed %d workspace(s)", len(removed))
@@ -129,4 +166,20 @@ async def run_reaper(
             raise
         except Exception:
             log.exception("reaper: pass failed")
+        await asyncio.sleep(interval_s)
+
+
+def _not_in(dead: set[str]) -> Callable[[str], bool]:
+    return lambda owner: owner not in dead
+
+
+async def run_heartbeat(beat: Callable[[], Awaitable[None]], *, interval_s: float) -> None:
+    """Call ``beat`` (refresh this replica's pool-owner marker) every ``interval_s`` until cancelled."""
+    while True:
+        try:
+            await beat()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("pool heartbeat failed (retrying)", exc_info=True)
         await asyncio.sleep(interval_s)

@@ -1,11 +1,13 @@
 """Long-lived shells for Docker workspaces: one persistent bash per episode, reached in ~1 ms.
 
 At the first call of an episode the driver (the ``shell_driver`` package, standard-library Python)
-is copied into the container with ``put_archive`` and started by ONE ``docker exec -i`` whose
-hijacked attach socket stays open; every later command is a JSON line written to that socket
-and answered by JSON lines read back from it (Docker's 8-byte stream multiplexing, driver's
-stdout only).  The driver keeps the shell, so ``cd``, ``export``, variables, functions and
-aliases persist between calls; see its docstring for timeouts, output caps and restarts.
+is copied into the container with ``put_archive`` (root-owned, under the root-owned ``/opt/ise``)
+and started as root by ONE ``docker exec -i`` whose hijacked attach socket stays open; every
+later command is a JSON line written to that socket and answered by JSON lines read back from it
+(Docker's 8-byte stream multiplexing, driver's stdout only).  The driver runs each command as
+the unprivileged agent user and reports the exit status it reaps itself (the agent cannot reach
+the driver, its socket or its history); ``cd``, ``export``, variables, functions and aliases
+persist between calls; see its docstring for timeouts, output caps and restarts.
 File reads and writes travel over the same socket (``ShellSession.request``), so they too cost
 about a millisecond instead of a ``docker exec``.
 
@@ -13,9 +15,10 @@ Every call of one episode holds that episode's lock (calls are blocking, made fr
 threads; different episodes run concurrently).  The host waits for a reply at most
 ``timeout + driver escalation + host_grace_s``: past that (frozen container) the socket is
 closed, the partial output streamed so far is returned as timed out, and the next call starts a
-new driver (the old one sees EOF and kills its shell).  A driver that dies or a socket that
-breaks costs the shell's state, never the episode: the call reports it and the next call starts
-afresh.  A driver that cannot start at all (no python3 in the image) raises ``ShellUnavailable``
+new driver (the old one sees EOF and kills its commands).  A driver that dies or a socket that
+breaks costs the running command, never the episode: the call reports it and the next call
+starts a new driver (the shell state lives in the workspace, so it is kept).  A driver that
+cannot start at all (no python3 in the image) raises ``ShellUnavailable``
 so the backend falls back to one ``docker exec`` per command.
 """
 
@@ -60,9 +63,9 @@ def driver_files() -> dict[str, bytes]:
     return {item.name: item.read_bytes() for item in package.iterdir() if item.name.endswith(".py")}
 
 
-def driver_command(pids_limit: int) -> list[str]:
-    """The argv that starts the shipped driver (it drops PYTHONPATH before starting bash)."""
-    return ["env", f"PYTHONPATH={DRIVER_DIR}", "python3", "-u", "-m", DRIVER_PACKAGE, str(pids_limit)]
+def driver_command(pids_limit: int, agent_user: str) -> list[str]:
+    """The argv that starts the shipped driver, as root (it drops PYTHONPATH before any command)."""
+    return ["env", f"PYTHONPATH={DRIVER_DIR}", "python3", "-u", "-m", DRIVER_PACKAGE, str(pids_limit), agent_user]
 
 
 def _driver_archive() -> bytes:
@@ -100,9 +103,12 @@ class ShellSession:
         self.closed = False
 
     @classmethod
-    def start(cls, api: Any, name: str, create_exec: Callable[[list[str]], str], pids_limit: int) -> ShellSession:
+    def start(
+        cls, api: Any, name: str, create_exec: Callable[[list[str]], str], pids_limit: int, agent_user: str
+    ) -> ShellSession:
+        """Ship the driver (root-owned files in a root-owned folder) and start it with ``create_exec``."""
         api.put_archive(name, "/", _driver_archive())
-        exec_id = create_exec(driver_command(pids_limit))
+        exec_id = create_exec(driver_command(pids_limit, agent_user))
         response = api.exec_start(exec_id, socket=True)
         sock = getattr(response, "_sock", response)  # SocketIO wraps the real socket
         session = cls(sock, response)
@@ -231,7 +237,7 @@ class ShellSession:
             silent = "in time" in str(exc)
             note = (
                 f"[ise] the workspace shell {'stopped answering' if silent else 'went away'} ({exc}); "
-                "a new shell will be started, its state (cwd, variables) is lost.\n"
+                "a new one will be started (the shell state saved by the last command is kept).\n"
             )
             return ExecResult(
                 exit_code=-1,
@@ -270,7 +276,7 @@ class ShellPool:
     def call(self, episode_id: str, start: Callable[[], ShellSession], fn: Callable[[ShellSession], T]) -> tuple[T, bool]:
         """``fn(session)`` in the episode's shell, started (``start``) when there is none.
 
-        Returns ``fn``'s result and whether a previous shell had gone away (its state is lost).
+        Returns ``fn``'s result and whether a previous driver had gone away.
         ``fn`` raising ``_Broken`` means the request did not get an answer from a live driver:
         it is retried once in a new shell, then ``ShellUnavailable`` is raised.
         """
@@ -279,7 +285,7 @@ class ShellPool:
                 with self._lock:
                     session = self._sessions.get(episode_id)
                 lost = session is not None and session.is_stale()
-                if lost:
+                if session is not None and lost:
                     session.close()
                 if session is None or session.closed:
                     session = start()
@@ -310,7 +316,7 @@ class ShellPool:
             episode_id, start, lambda s: s.run(command, workdir, timeout_s, cap, host_grace_s, record=record)
         )
         if lost:
-            note = "[ise] the previous shell had gone away; this ran in a new one (cwd, variables lost).\n"
+            note = "[ise] the previous shell driver had gone away; this ran in a new one.\n"
             result = dataclasses.replace(result, stderr=note + result.stderr)
         return result
 

@@ -1,121 +1,92 @@
 """The shell driver's request loop: run commands with a timeout ladder, serve file operations.
 
-Each command is sent to bash as one line ``set +e; __ise_id=N; { eval $'...'; } </dev/null
->&61 2>&62`` (longer commands go through a file: bash reads a pipe byte by byte); bash's
-PROMPT_COMMAND reports ``done N $?`` on fd 63.  Outputs arrive on pipes 61/62, drained all the
-time, so a 100 MB output costs no memory; output written between commands (background jobs)
-is dropped.
+The driver runs as root; each command is a fresh ``bash -c`` as the agent user in its own
+session (``bash.py``), its stdout/stderr on two pipes the driver drains all the time (a 100 MB
+output costs no memory; output written between commands by background jobs is dropped).  The
+command is over when its bash exits, seen on a pidfd, and **its exit code is the wait status the
+driver reaps**, never anything a command writes.
 
-Timeout, as ``timeout -k 2``: at the deadline SIGTERM goes to the command's processes (the
-shell's session members that do not ignore SIGINT: background jobs do and survive); 2 s later
-SIGINT to the shell's process group (Ctrl-C: ends builtin loops) and then SIGKILL to the
-command's processes; 1 s later SIGKILL to every session member; 1 s later the shell itself is
-killed and replaced.  Exit code 124 if the command ended on SIGTERM, 137 if it needed more.
-If the shell dies anyway, the next one starts from the state its EXIT trap saved (``bash.py``);
-a killed shell restarts from scratch (the reply's note says which).  A watchdog kills the
-shell's session (the shell excepted) when the workspace sits at its process limit (fork bomb).
-On stdin EOF (host gone) the whole session is killed.
+Timeout, as ``timeout -k 2``: at the deadline SIGTERM goes to the command's processes (its
+session's members that do not ignore SIGINT: background jobs do and survive); 2 s later SIGKILL
+to them; 1 s later SIGKILL to every member of the session; 1 s later the driver stops waiting
+(an unkillable process is reaped later).  Exit code 124 if the command ended on SIGTERM, 137 if
+it needed more.  A watchdog kills every process of the agent user when the workspace sits at its
+process limit (fork bomb), and the command that cannot start for lack of pids is retried after
+it.  On stdin EOF (host gone) every session this driver started is killed.
+
+File operations run with the agent's effective uid and gid (``seteuid``), so they can read and
+write exactly what the agent's commands can, and files they create are the agent's.
 """
 
 import base64
+import contextlib
+import errno
 import json
 import os
-import re
 import selectors
 import signal
 import sys
 import time
 
 from . import files
-from .bash import Shell, restore_line, saved_state
+from .bash import Agent
 from .history import History
-from .procs import pids_usage, session_members, signal_pids
-from .wire import ansi_c, send
+from .procs import pids_usage, session_members, signal_pids, user_processes
+from .wire import send
 
 KILL_AFTER_S = 2.0
 FLUSH_S = 0.1
 TICK_S = 0.05
 PIDS_EVERY_S = 0.1
 PIDS_STRIKES = 3
-CMD_FILE = "/tmp/.ise-shell-cmd"
-INLINE_MAX = 2048  # longer commands go through CMD_FILE
-# bash without a terminal complains when it restores tty modes after a child died of a signal
-_TTY_NOISE = re.compile(rb"bash: \[\d+: \d+ \(\d+\)\] tcsetattr: Inappropriate ioctl for device\n")
+SPAWN_TRIES = 20  # a command that cannot fork (pids limit) is retried after the watchdog ran
 
 
 class Driver:
-    """The shell, its process watchdog and the request loop."""
+    """The output pipes, the process watchdog and the request loop."""
 
-    def __init__(self, pids_limit):
+    def __init__(self, pids_limit, user):
         self.pids_limit = pids_limit
+        self.agent = Agent(user)
+        os.setgroups([])  # the driver needs no supplementary groups; commands get the agent's
         self.sel = selectors.DefaultSelector()
-        self.shell = None
         self.note = ""  # reported with the next reply
         self.pids_strikes = 0
         self.pids_next = 0.0
         self.stdin_buf = bytearray()
+        self.sessions = set()  # sessions (= pids of the commands' bash) this driver started
+        self.stale = []  # commands that outlived the timeout ladder: reaped when they end
+        self.phase = 0  # the running command's step on the timeout ladder
         self.history = History()
+        (self.out, self.out_w), (self.err, self.err_w) = os.pipe(), os.pipe()
+        for fd, tag in ((self.out, 0), (self.err, 1)):
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, tag)
         os.set_blocking(0, False)
         self.sel.register(0, selectors.EVENT_READ, "stdin")
-        self.start_shell(restore_from=None)
-
-    # --- shell lifecycle ---
-    def start_shell(self, restore_from):
-        restore = restore_line(restore_from)
-        self.shell = Shell(restore)
-        for fd, tag in ((self.shell.out, 0), (self.shell.err, 1), (self.shell.ctl, "ctl")):
-            self.sel.register(fd, selectors.EVENT_READ, tag)
-        self.wait_ready()
-
-    def wait_ready(self):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.shell.alive():
-            if self.pump(None, "0") is not None:
-                return
-        raise SystemExit("the shell did not start")
-
-    def replace_shell(self, why):
-        old = self.shell
-        was_clean_exit = old.proc.poll() is not None
-        old.kill()
-        for fd in (old.out, old.err, old.ctl):
-            self.sel.unregister(fd)
-        old.close_fds()
-        saved = saved_state(old.proc.pid)
-        self.start_shell(restore_from=old.proc.pid if was_clean_exit else None)
-        kept = "exported variables, functions, aliases and cwd restored" if saved else "its state (cwd, variables) was lost"
-        self.note += f"[ise] {why}; a new shell was started, {kept}.\n"
 
     # --- I/O ---
-    def pump(self, run, want_id):
-        """Wait one tick; feed outputs to ``run``; return the status if ``done want_id`` arrived."""
-        status = None
+    def pump(self, run):
+        """Wait one tick; feed outputs to ``run`` (None: drop them); True once the command's pidfd fired."""
+        ended = False
         for key, _ in self.sel.select(TICK_S):
             tag = key.data
             if tag == "stdin":
                 self.read_stdin()
-                continue
-            try:
-                data = os.read(key.fd, 65536)
-            except BlockingIOError:
-                continue
-            if tag == "ctl":
-                self.shell.ctl_buf += data
-                while b"\n" in self.shell.ctl_buf:
-                    line, self.shell.ctl_buf = self.shell.ctl_buf.split(b"\n", 1)
-                    parts = line.strip(b"\x1e").split()
-                    if len(parts) == 3 and parts[0] == b"done" and parts[1].decode() == want_id:
-                        try:
-                            status = int(parts[2]) & 255
-                        except ValueError:  # `exit abc`
-                            status = 2
-            elif run is not None and data:
-                run.feed(tag, data)
+            elif tag == "exit":
+                ended = True
+            else:
+                try:
+                    data = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if run is not None and data:
+                    run.feed(tag, data)
         self.watch_pids()
-        return status
+        return ended
 
     def drain(self, run):
-        for fd, tag in ((self.shell.out, 0), (self.shell.err, 1)):
+        for fd, tag in ((self.out, 0), (self.err, 1)):
             while True:
                 try:
                     data = os.read(fd, 65536)
@@ -131,15 +102,36 @@ class Driver:
         except BlockingIOError:
             return
         if not data:
-            self.shell.kill()
+            self.shutdown()
             sys.exit(0)
         self.stdin_buf += data
+
+    def shutdown(self):
+        """Kill every process of the sessions this driver started (host gone)."""
+        for _ in range(3):
+            members = [pid for pid, _ in session_members(self.sessions)] if self.sessions else []
+            if not members:
+                break
+            signal_pids(members, signal.SIGKILL)
+
+    def kill_agent(self):
+        """SIGKILL every process of the agent user until none is left (or 50 rounds); how many died."""
+        killed = set()
+        for _ in range(50):  # a fork bomb forks while we kill: repeat until nothing is left
+            pids = user_processes(self.agent.uid)
+            if not pids:
+                break
+            signal_pids(pids, signal.SIGKILL)
+            killed.update(pids)
+            time.sleep(0.01)
+        return len(killed)
 
     def watch_pids(self):
         now = time.monotonic()
         if now < self.pids_next:
             return
         self.pids_next = now + PIDS_EVERY_S
+        self.stale = [proc for proc in self.stale if proc.poll() is None]
         current, limit = pids_usage(self.pids_limit)
         if not limit or current < limit - max(2, limit // 16):
             self.pids_strikes = 0
@@ -148,17 +140,10 @@ class Driver:
         if self.pids_strikes < PIDS_STRIKES:
             return
         self.pids_strikes = 0
-        killed = set()
-        for _ in range(50):  # a fork bomb forks while we kill: repeat until the session is empty
-            members = [pid for pid, _ in session_members(self.shell.proc.pid) if pid != self.shell.proc.pid]
-            if not members:
-                break
-            signal_pids(members, signal.SIGKILL)
-            killed.update(members)
-            time.sleep(0.01)
+        killed = self.kill_agent()
         self.note += (
             f"[ise] the workspace reached its process limit ({current} of {limit}); "
-            f"killed {len(killed)} processes started from the shell.\n"
+            f"killed {killed} processes of the agent.\n"
         )
 
     # --- requests ---
@@ -167,12 +152,7 @@ class Driver:
         while True:
             while (end := self.stdin_buf.find(b"\n", scanned)) < 0:
                 scanned = len(self.stdin_buf)
-                if self.shell is not None:
-                    self.pump(None, "")
-                    if not self.shell.alive():
-                        self.replace_shell(f"the shell exited (code {self.shell.proc.returncode}) between commands")
-                else:
-                    self.sel.select(TICK_S)
+                self.pump(None)
             line = bytes(self.stdin_buf[:end])
             del self.stdin_buf[: end + 1]
             scanned = 0
@@ -186,87 +166,97 @@ class Driver:
             return
         reply = {"id": req["id"], "done": True}
         try:
-            if op == "read":
-                reply.update(files.read(req["path"], int(req["max"])))
-            elif op == "write":
-                reply.update(files.write(req["path"], base64.b64decode(req["data"])))
-            else:
-                reply.update(error=f"unknown operation {op!r}")
+            with self.as_agent():
+                if op == "read":
+                    reply.update(files.read(req["path"], int(req["max"])))
+                elif op == "write":
+                    reply.update(files.write(req["path"], base64.b64decode(req["data"])))
+                else:
+                    reply.update(error=f"unknown operation {op!r}")
         except files.FileOpFailed as exc:
             reply.update(error=exc.reason, missing=exc.missing)
         send(reply)
 
+    @contextlib.contextmanager
+    def as_agent(self):
+        """Run the block with the agent's effective ids (and no capabilities)."""
+        os.setegid(self.agent.gid)
+        os.seteuid(self.agent.uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+
+    def spawn(self, req):
+        workdir = req.get("workdir") or None
+        stateful = req.get("record", True)
+        for attempt in range(SPAWN_TRIES):
+            try:
+                return self.agent.spawn(req["cmd"], workdir, stateful, self.out_w, self.err_w)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.ENOMEM) or attempt == SPAWN_TRIES - 1:
+                    self.note += f"[ise] the command could not be started: {exc}.\n"
+                    return None
+                if attempt == 2:
+                    self.note += f"[ise] the workspace could not start a process; killed {self.kill_agent()} processes of the agent.\n"
+                time.sleep(0.05)
+        return None
+
     def run_command(self, req):
         run = Run(req["id"], int(req.get("cap", 65536)))
-        cmd = req["cmd"]
-        word = ansi_c(cmd)
-        if len(cmd) > INLINE_MAX:  # bash reads a pipe byte by byte but a regular file in blocks
-            path = f"{CMD_FILE}{self.shell.proc.pid}"
-            with open(path, "w", encoding="utf-8", errors="replace") as fh:
-                fh.write(cmd)
-            prefix, word = f"IFS= read -r -d '' __ise_cmd <{path}; ", '"$__ise_cmd"'
-        else:
-            prefix = ""
-        if req.get("workdir"):  # a subshell: the persistent cwd does not change
-            script = f"{prefix}( cd -- {ansi_c(req['workdir'])} && eval {word} )"
-        else:
-            script = f"{prefix}eval {word}"
-        if not self.shell.alive():
-            self.replace_shell(f"the shell exited (code {self.shell.proc.returncode}) between commands")
-        self.shell.id += 1
-        want = str(self.shell.id)
-        started = time.monotonic()
         self.drain(Run(0, 0))  # drop what background jobs wrote since the last command
+        started = time.monotonic()
         deadline = started + float(req["timeout"])
-        phase = 0
-        exit_code = None
-        if self.shell.write(f"set +e; __ise_id={want}; {{ {script}; }} </dev/null >&61 2>&62\n"):
-            while True:
-                status = self.pump(run, want)
-                if status is not None:
-                    exit_code = status
-                    break
-                if not self.shell.alive():
-                    break
-                now = time.monotonic()
-                if phase == 0 and now >= deadline:
-                    phase = 1
-                    self.signal_command(signal.SIGTERM, foreground_only=True)
-                elif phase == 1 and now >= deadline + KILL_AFTER_S:
-                    phase = 2
-                    try:
-                        os.killpg(self.shell.proc.pid, signal.SIGINT)
-                    except OSError:
-                        pass
-                    time.sleep(0.05)
-                    self.signal_command(signal.SIGKILL, foreground_only=True)
-                elif phase == 2 and now >= deadline + KILL_AFTER_S + 1:
-                    phase = 3
-                    self.signal_command(signal.SIGKILL, foreground_only=False)
-                elif phase == 3 and now >= deadline + KILL_AFTER_S + 2:
-                    break
-                run.flush(now)
+        proc = self.spawn(req)
+        phase, exit_code = 0, 126
+        if proc is not None:
+            self.sessions.add(proc.pid)
+            pidfd = os.pidfd_open(proc.pid)
+            self.sel.register(pidfd, selectors.EVENT_READ, "exit")
+            try:
+                exit_code = self.wait(proc, run, deadline)
+                phase = self.phase
+            finally:
+                self.sel.unregister(pidfd)
+                os.close(pidfd)
         self.drain(run)
-        if exit_code is None:  # the shell died or would not come back
-            if self.shell.alive():
-                why = "the shell did not return after the command was killed"
-                exit_code = 137
-            else:
-                exit_code = self.shell.proc.returncode
-                exit_code = 128 - exit_code if exit_code < 0 else exit_code
-                why = f"the shell exited (code {exit_code})"
-            self.replace_shell(why)
         if phase:
             exit_code = 124 if phase == 1 else 137
         duration_ms = int((time.monotonic() - started) * 1000)
         if req.get("record", True):
-            self.history.record(cmd, exit_code, duration_ms, bool(phase))
+            self.history.record(req["cmd"], exit_code, duration_ms, bool(phase))
         run.finish(exit_code, duration_ms, bool(phase), self.note)
         self.note = ""
 
-    def signal_command(self, sig, foreground_only):
-        bash = self.shell.proc.pid
-        members = [pid for pid, ign in session_members(bash) if pid != bash and not (foreground_only and ign)]
+    def wait(self, proc, run, deadline):
+        """Pump until the command's bash exits, escalating past ``deadline``; its exit code."""
+        self.phase = 0
+        while True:
+            if self.pump(run) or proc.poll() is not None:
+                code = proc.wait()
+                if code == -signal.SIGKILL and self.phase == 0:
+                    self.note += "[ise] the command was killed (SIGKILL) before it could save the shell state; " \
+                                 "the next command starts from the state before it.\n"
+                return 128 - code if code < 0 else code
+            now = time.monotonic()
+            if self.phase == 0 and now >= deadline:
+                self.phase = 1
+                self.signal_session(proc.pid, signal.SIGTERM, foreground_only=True)
+            elif self.phase == 1 and now >= deadline + KILL_AFTER_S:
+                self.phase = 2
+                self.signal_session(proc.pid, signal.SIGKILL, foreground_only=True)
+            elif self.phase == 2 and now >= deadline + KILL_AFTER_S + 1:
+                self.phase = 3
+                self.signal_session(proc.pid, signal.SIGKILL, foreground_only=False)
+            elif self.phase == 3 and now >= deadline + KILL_AFTER_S + 2:
+                self.stale.append(proc)
+                self.note += "[ise] the command's processes would not die; stopped waiting for them.\n"
+                return 137
+            run.flush(now)
+
+    def signal_session(self, sid, sig, foreground_only):
+        members = [pid for pid, ign in session_members(sid) if not (foreground_only and ign)]
         signal_pids(members, sig)
 
 
@@ -281,8 +271,6 @@ class Run:
         self.last_flush = time.monotonic()
 
     def feed(self, index, data):
-        if index == 1:
-            data = _TTY_NOISE.sub(b"", data)
         room = self.cap - self.kept[index]
         if len(data) > room:
             self.truncated = True

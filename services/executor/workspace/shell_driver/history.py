@@ -1,9 +1,11 @@
 """The workspace's command history: one JSON line per command the agent ran, in the container.
 
-``/tmp/.ise-history.jsonl`` lives as long as the container (driver restarts and executor
+``/opt/ise/history.jsonl`` lives as long as the container (driver restarts and executor
 replicas share it); gRPC ``Workspaces.Inspect`` reads its tail in a clean shell to report the
-last exit codes.  Each record is ``{"t": unix ms at the end, "cmd": the first 200 characters,
-"exit_code", "duration_ms", "timed_out"}``.  The file is rewritten to its last ``KEEP`` records
+last exit codes.  Only the driver writes it, as root, in a folder only root may write
+(``/opt/ise``, 0755): the agent's commands run as an unprivileged user and can read it but
+neither edit, replace nor pre-plant it.  Each record is ``{"t": unix ms at the end, "cmd": the
+first 200 characters, "exit_code", "duration_ms", "timed_out"}``.  The file is rewritten to its last ``KEEP`` records
 whenever it reaches twice that, so it stays small however long the episode.
 """
 
@@ -11,7 +13,7 @@ import json
 import os
 import time
 
-PATH = "/tmp/.ise-history.jsonl"
+PATH = "/opt/ise/history.jsonl"
 KEEP = 200
 CMD_CHARS = 200
 
