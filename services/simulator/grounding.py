@@ -1,8 +1,10 @@
 """Grounding for the user model: a short digest of the real workspace, from the executor's gRPC API.
 
 ``WorkspaceInspector(address, token)`` calls ``ise.v1.Workspaces/Inspect`` (grpc.aio, the
-generated stubs, optional bearer token) and turns the answer into one line the user model can
-read: the files created or changed since the episode started, with their sizes, and the exit
+generated stubs) as the executor's *system* caller: ``token`` is ``ISE_SIM_WORKSPACES_TOKEN``, the
+same secret as the executor's ``ISE_EXEC_GRPC_TOKEN``; only that caller may inspect the pipeline's
+episodes (any other caller, or none, gets NOT_FOUND).  It turns the answer into one line the user
+model can read: the files created or changed since the episode started, with their sizes, and the exit
 codes of the latest commands run there.  Never file contents, commands or tool traffic: the
 user model must judge the work from its visible effects, as a person glancing at the folder
 and at a row of red or green lights would.
@@ -94,8 +96,13 @@ class WorkspaceInspector:
             return digest_text(await self.inspect(episode_id))
         except grpc.aio.AioRpcError as exc:
             self._log(exc.code().name, f"workspace inspection of {episode_id} at {self.address} failed: "
-                      f"{exc.code().name} {exc.details()}")
+                      f"{exc.code().name} {exc.details()}{self._hint(exc.code())}")
             return None
+
+    def _hint(self, code: grpc.StatusCode) -> str:
+        if code == grpc.StatusCode.UNAUTHENTICATED or (code == grpc.StatusCode.NOT_FOUND and self._metadata is None):
+            return " (set ISE_SIM_WORKSPACES_TOKEN to the executor's ISE_EXEC_GRPC_TOKEN)"
+        return ""
 
     def _log(self, kind: str, message: str) -> None:
         if kind in self._logged:

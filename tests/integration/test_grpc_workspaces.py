@@ -1,6 +1,8 @@
 """The ise.v1.Workspaces gRPC server end to end: real grpc.aio server, real Docker backend.
 
-Servers listen on free loopback ports; the client uses the committed generated stubs.
+Servers listen on free loopback ports; the client uses the committed generated stubs.  ``open_address``
+serves without tokens (the one anonymous caller), ``auth_address`` with the system caller's token.
+Ownership, limits, deadlines and starvation are in tests/faults/test_grpc_security.py.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from services.common.rpc.ise.v1 import workspaces_pb2 as pb
 from services.common.rpc.ise.v1 import workspaces_pb2_grpc as pb_grpc
-from services.executor.grpc_server import SERVICE_NAME, serve_workspaces
+from services.executor.grpc_server import SERVICE_NAME, WorkspacesServer, serve_workspaces
 from services.executor.workspace.base import WorkspaceLimits
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+from services.executor.workspace.inspect import mark_episode_start
 from services.stack.procs import free_port
 
 pytestmark = pytest.mark.integration
@@ -53,7 +56,7 @@ def backend() -> Iterator[DockerWorkspaceBackend]:
         be.close(info.episode_id)
 
 
-async def _start(backend: DockerWorkspaceBackend, token: str | None) -> tuple[grpc.aio.Server, str]:
+async def _start(backend: DockerWorkspaceBackend, token: str | None) -> tuple[WorkspacesServer, str]:
     port = free_port(HOST)
     server = await serve_workspaces(backend, host=HOST, port=port, token=token)
     return server, f"{HOST}:{port}"
@@ -112,15 +115,9 @@ def _files(resp: pb.InspectResponse) -> dict[str, int]:
     return {f.path: f.size for f in resp.files}
 
 
-async def test_inspect_lists_what_the_episode_changed(backend: DockerWorkspaceBackend, open_address: str) -> None:
-    # a container started before its episode (as from a warm pool), with a file from before the episode
-    backend.create("g3", "run-g")
-    backend.write_file("g3", "old/before.txt", b"older")
-    await asyncio.sleep(0.3)
+async def test_inspect_lists_what_the_episode_changed(open_address: str) -> None:
     async with grpc.aio.insecure_channel(open_address) as channel:
         stub = pb_grpc.WorkspacesStub(channel)
-        unmarked = await stub.Inspect(pb.InspectRequest(episode_id="g3"))
-        assert not unmarked.since_start and _files(unmarked)["old/before.txt"] == 5
         await stub.Create(pb.CreateWorkspaceRequest(episode_id="g3", run_id="run-g"))  # the episode starts here
         empty = await stub.Inspect(pb.InspectRequest(episode_id="g3"))
         assert empty.since_start and empty.started_unix_ms > 0
@@ -131,20 +128,17 @@ async def test_inspect_lists_what_the_episode_changed(backend: DockerWorkspaceBa
         assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command=hostile))).exit_code == 0
         made = "cd /workspace && mkdir -p notes .git/objects && printf 'plan\\n' > notes/plan.md && echo x > .git/objects/o"
         assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command=made))).exit_code == 0
+        await asyncio.sleep(0.02)  # ctimes have ms resolution here: the next file is strictly newer
         await stub.WriteFile(pb.WriteFileRequest(episode_id="g3", path="out/data bin.csv", content=b"a,b\n1,2\n"))
         await stub.Create(pb.CreateWorkspaceRequest(episode_id="g3", run_id="run-g"))  # does not move the marker
         state = await stub.Inspect(pb.InspectRequest(episode_id="g3"))
         assert _files(state) == {"notes/plan.md": 5, "out/data bin.csv": 8}
         assert state.since_start and state.started_unix_ms == empty.started_unix_ms and not state.truncated
         assert state.files[0].path == "out/data bin.csv"  # newest first
-        # the agent's commands, oldest first; the executor's own probes (marker, listing) are not recorded
+        # the commands, oldest first; the executor's own probes (marker, listing) are not recorded
         assert [(c.command, c.exit_code, c.timed_out) for c in state.commands] == [(hostile, 0, False), (made, 0, False)]
         assert all(f.changed_unix_ms >= state.started_unix_ms for f in state.files)
 
-        # an edit of a pre-episode file counts; a file from before the episode alone does not
-        await stub.Exec(pb.ExecRequest(episode_id="g3", command="echo more >> old/before.txt"))
-        capped = await stub.Inspect(pb.InspectRequest(episode_id="g3", max_files=1))
-        assert _files(capped) == {"old/before.txt": 10} and capped.truncated
         assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command="type -t find"))).stdout == "function\n"
         await stub.Exec(pb.ExecRequest(episode_id="g3", command="false"))
         await stub.Exec(pb.ExecRequest(episode_id="g3", command="sleep 30", timeout_s=0.5))
@@ -158,6 +152,34 @@ async def test_inspect_lists_what_the_episode_changed(backend: DockerWorkspaceBa
         assert await _code(stub.Inspect(pb.InspectRequest(episode_id="g3", max_files=0))) == bad
         assert await _code(stub.Inspect(pb.InspectRequest(episode_id="g3", max_commands=101))) == bad
         await stub.Close(pb.CloseWorkspaceRequest(episode_id="g3"))
+
+
+async def test_system_caller_inspects_a_pipeline_episode(
+    backend: DockerWorkspaceBackend, open_address: str, auth_address: str
+) -> None:
+    # the agent loop's workspace: a container started before its episode (as from a warm pool), with a
+    # file from before the episode
+    backend.create("ep-g5", "run-g")
+    backend.write_file("ep-g5", "old/before.txt", b"older")
+    await asyncio.sleep(0.3)
+    system = (("authorization", f"Bearer {TOKEN}"),)
+    async with grpc.aio.insecure_channel(auth_address) as channel:
+        stub = pb_grpc.WorkspacesStub(channel)
+        unmarked = await stub.Inspect(pb.InspectRequest(episode_id="ep-g5"), metadata=system)
+        assert not unmarked.since_start and _files(unmarked)["old/before.txt"] == 5
+        mark_episode_start(backend, "ep-g5")  # what the agent loop does when a turn starts
+        assert list((await stub.Inspect(pb.InspectRequest(episode_id="ep-g5"), metadata=system)).files) == []
+        # an edit of a pre-episode file counts; a file from before the episode alone does not
+        backend.exec("ep-g5", "echo more >> old/before.txt", workdir=None, timeout_s=10)
+        capped = await stub.Inspect(pb.InspectRequest(episode_id="ep-g5", max_files=1), metadata=system)
+        assert _files(capped) == {"old/before.txt": 10} and not capped.truncated
+        assert [c.command for c in capped.commands] == ["echo more >> old/before.txt"]
+        read = await stub.ReadFile(pb.ReadFileRequest(episode_id="ep-g5", path="old/before.txt"), metadata=system)
+        assert read.content == b"oldermore\n"
+    async with grpc.aio.insecure_channel(open_address) as channel:  # no token: the anonymous caller
+        stub = pb_grpc.WorkspacesStub(channel)
+        assert await _code(stub.Inspect(pb.InspectRequest(episode_id="ep-g5"))) == grpc.StatusCode.NOT_FOUND
+    backend.close("ep-g5")
 
 
 async def _code(call: object) -> grpc.StatusCode:

@@ -84,7 +84,8 @@ class WorkspacesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Exec(self, request, context):
-        """Run one shell command (bash -lc) in the workspace and report its real outcome.
+        """Run one shell command (bash -lc) in the workspace and report its real outcome.  The command's
+        timeout is capped by the call's deadline: past it the command is killed (DEADLINE_EXCEEDED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,7 +113,7 @@ class WorkspacesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """List the live workspaces this executor manages, optionally of one run.
+        """List the caller's own live workspaces, optionally of one run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
