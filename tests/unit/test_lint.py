@@ -1,4 +1,4 @@
-"""The code passes ruff (imports, pyflakes, bugbear, pyupgrade) as configured in pyproject.toml."""
+"""The code passes ruff (lint and format) and mypy as configured in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -14,4 +14,10 @@ def test_ruff_is_clean() -> None:
         [sys.executable, "-m", "ruff", "check", "services", "tests", "scripts"],
         cwd=ROOT, capture_output=True, text=True,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_clean() -> None:
+    """services/ type-checks (pydantic plugin; settings in pyproject.toml [tool.mypy])."""
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
