@@ -51,7 +51,9 @@ def operations(episode: str) -> dict[str, Callable[[DockerWorkspaceBackend], obj
     }
 
 
-def measure(backend: DockerWorkspaceBackend, call: Callable[[DockerWorkspaceBackend], object], calls: int) -> list[float]:
+def measure(
+    backend: DockerWorkspaceBackend, call: Callable[[DockerWorkspaceBackend], object], calls: int
+) -> list[float]:
     for _ in range(5):  # warm up (starts the shell driver in persistent mode)
         call(backend)
     samples = []
@@ -83,8 +85,10 @@ def main() -> None:
                 p50, p99, mean = stats[mode]
                 print(f"{command:<10} {mode:<11} {p50:8.2f} {p99:8.2f} {mean:8.2f}")
             base, fast = stats["docker exec"], stats["persistent"]
-            print(f"{command:<10} {'ratio':<11} {base[0] / fast[0]:7.1f}x {base[1] / fast[1]:7.1f}x {base[2] / fast[2]:7.1f}x"
-                  "  (docker exec / persistent)")
+            print(
+                f"{command:<10} {'ratio':<11} {base[0] / fast[0]:7.1f}x {base[1] / fast[1]:7.1f}x {base[2] / fast[2]:7.1f}x"
+                "  (docker exec / persistent)"
+            )
     finally:
         persistent.close("bench")
 

@@ -62,8 +62,10 @@ def main() -> None:
         python_loop_best(vectors, q)
     loop = (time.perf_counter() - started) / len(sample)
 
-    text = ("I need you to convert my sales.csv with region, units and price columns into typed JSON, "
-            "total the units per region, flag regions under 1,200 units and write a short report.md for the board. ")
+    text = (
+        "I need you to convert my sales.csv with region, units and price columns into typed JSON, "
+        "total the units per region, flag regions under 1,200 units and write a short report.md for the board. "
+    )
     embedder = build_embedder()
     embedder.encode([text] * 4)  # warm-up
     started = time.perf_counter()
@@ -76,7 +78,9 @@ def main() -> None:
     print(f"  search, Python loop    {loop * 1e3:8.2f} ms/decision  {1 / loop:9.0f} decisions/s  (baseline)")
     print(f"  speed-up               {loop / ours:8.0f}x")
     print(f"  embedding (mpnet fp32) {embed * 1e3:8.1f} ms/text     {1 / embed:9.1f} texts/s  (batch {args.embed})")
-    print(f"  end to end             {1 / (ours + embed):9.1f} decisions/s, embedding is {embed / (ours + embed):.0%} of it")
+    print(
+        f"  end to end             {1 / (ours + embed):9.1f} decisions/s, embedding is {embed / (ours + embed):.0%} of it"
+    )
     print(f"  gate peak memory       {peak / 2**20:8.1f} MiB  (pool matrix {gate.nbytes() / 2**20:.1f} MiB)")
 
 

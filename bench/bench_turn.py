@@ -59,8 +59,15 @@ async def system_turns(
     times, handled = [], []
     try:
         for number, ep in [(n, ep) for n in range(turns + 1) for ep in episodes]:
-            turn = UserTurn(event_id=f"u-{ep}-{number}", run_id="bench", producer="bench", episode_id=ep,
-                            turn=number, kind="message", content=f"Bench turn for {ep}.")
+            turn = UserTurn(
+                event_id=f"u-{ep}-{number}",
+                run_id="bench",
+                producer="bench",
+                episode_id=ep,
+                turn=number,
+                kind="message",
+                content=f"Bench turn for {ep}.",
+            )
             started = time.perf_counter()
             await producer.send_and_wait(kafka.topics.turns_user, turn.model_dump_json().encode(), key=ep.encode())
             while True:
@@ -81,7 +88,13 @@ async def inprocess_turns(llm: LLMClient, backend: DockerWorkspaceBackend, episo
     times = []
     for index, ep in enumerate([episodes[0], *episodes]):  # the first, untimed, warms the LLM client
         started = time.perf_counter()
-        await run_turn(llm, Toolbox(backend, ep), [ChatMessage(role="system", content="bench")], f"Bench turn for {ep}.", LoopConfig())
+        await run_turn(
+            llm,
+            Toolbox(backend, ep),
+            [ChatMessage(role="system", content="bench")],
+            f"Bench turn for {ep}.",
+            LoopConfig(),
+        )
         if index:
             times.append(time.perf_counter() - started)
     return times
@@ -104,10 +117,17 @@ async def main(turns: int) -> None:
     local_eps = [f"loc{i}" for i in range(turns)]
     await asyncio.to_thread(warm, backend, system_eps + local_eps)
     with ScriptedLLMServer() as llm_server:
-        env = {**endpoints.env(), "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.", "ISE_KAFKA_PARTITIONS": "4",
-               "ISE_REDIS_KEY_PREFIX": prefix, "ISE_EXEC_CONTAINER_PREFIX": settings.container_prefix,
-               "ISE_EXEC_GRPC_ENABLED": "false", "ISE_LLM_AGENT_BASE_URL": llm_server.base_url,
-               "ISE_LLM_AGENT_MODEL": "bench:agent", "ISE_LOG_LEVEL": "WARNING"}
+        env = {
+            **endpoints.env(),
+            "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.",
+            "ISE_KAFKA_PARTITIONS": "4",
+            "ISE_REDIS_KEY_PREFIX": prefix,
+            "ISE_EXEC_CONTAINER_PREFIX": settings.container_prefix,
+            "ISE_EXEC_GRPC_ENABLED": "false",
+            "ISE_LLM_AGENT_BASE_URL": llm_server.base_url,
+            "ISE_LLM_AGENT_MODEL": "bench:agent",
+            "ISE_LOG_LEVEL": "WARNING",
+        }
         pipeline = LocalPipeline(env, Path("/tmp") / prefix)
         pipeline.start_one("executor", "executor")
         store = StateStore(RedisSettings(url=endpoints.redis_url, key_prefix=prefix))
@@ -123,15 +143,19 @@ async def main(turns: int) -> None:
         local_t = await inprocess_turns(llm, backend, local_eps)
     for ep in system_eps + local_eps + ["warm0", "warm1"]:
         await asyncio.to_thread(backend.close, ep)
-    print(f"turn with 3 tool calls (write, exec, read), scripted LLM, {len(sys_t)} system / {len(local_t)} in-process turns")
+    print(
+        f"turn with 3 tool calls (write, exec, read), scripted LLM, {len(sys_t)} system / {len(local_t)} in-process turns"
+    )
     rows = (
         ("system (Kafka + executor service)", sys_t),
         ("  of which the executor's turn handler", handler_t),
         ("in-process agent loop (baseline)", local_t),
     )
     for name, t in rows:
-        print(f"  {name:36} p50 {pct(t, .5) * 1e3:7.1f} ms  p99 {pct(t, .99) * 1e3:7.1f} ms  mean {statistics.mean(t) * 1e3:7.1f} ms")
-    print(f"  overhead ratio (p50)                 {pct(sys_t, .5) / pct(local_t, .5):.2f}x")
+        print(
+            f"  {name:36} p50 {pct(t, 0.5) * 1e3:7.1f} ms  p99 {pct(t, 0.99) * 1e3:7.1f} ms  mean {statistics.mean(t) * 1e3:7.1f} ms"
+        )
+    print(f"  overhead ratio (p50)                 {pct(sys_t, 0.5) / pct(local_t, 0.5):.2f}x")
 
 
 if __name__ == "__main__":

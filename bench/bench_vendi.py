@@ -76,13 +76,36 @@ def mpnet_embeddings(n: int) -> np.ndarray:
     from services.dedup.embedder import build_embedder
 
     verbs = ["archive", "compress", "list", "rename", "back up", "sort", "convert", "summarise", "audit", "sync"]
-    things = ["log files", "CSV exports", "photos", "git branches", "invoices", "Docker images", "notes",
-              "database dumps", "cron jobs", "user accounts", "API keys", "sales figures"]
-    where = ["in ~/reports", "on the staging server", "from last quarter", "older than a week", "by size",
-             "for the finance team", "before Friday", "into one PDF"]
+    things = [
+        "log files",
+        "CSV exports",
+        "photos",
+        "git branches",
+        "invoices",
+        "Docker images",
+        "notes",
+        "database dumps",
+        "cron jobs",
+        "user accounts",
+        "API keys",
+        "sales figures",
+    ]
+    where = [
+        "in ~/reports",
+        "on the staging server",
+        "from last quarter",
+        "older than a week",
+        "by size",
+        "for the finance team",
+        "before Friday",
+        "into one PDF",
+    ]
     rng = np.random.default_rng(1)
-    texts = [f"Please {rng.choice(verbs)} the {rng.choice(things)} {rng.choice(where)}, then "
-             f"{rng.choice(verbs)} the {rng.choice(things)} {rng.choice(where)}." for _ in range(n)]
+    texts = [
+        f"Please {rng.choice(verbs)} the {rng.choice(things)} {rng.choice(where)}, then "
+        f"{rng.choice(verbs)} the {rng.choice(things)} {rng.choice(where)}."
+        for _ in range(n)
+    ]
     embedder = build_embedder(model="all-mpnet-base-v2", batch_size=64)
     try:
         return embedder.encode(texts)
@@ -95,8 +118,11 @@ def compare(label: str, x: np.ndarray, baseline_repeats: int) -> bool:
     t_base, ref_scores = best_of(baseline_repeats, lambda: baseline(x))
     t_ours, our_scores = best_of(5, lambda: ours(x))
     diff = rel_diff(our_scores, ref_scores)
-    print(f"{label:<22}{n:>7}  n×n {t_base:9.3f} s   d×d {t_ours:7.3f} s   ratio {t_base / t_ours:8.1f}x   "
-          f"q1 {our_scores['q1']:9.4f}  max rel diff (q1,q2,inf) {diff:.1e}", flush=True)
+    print(
+        f"{label:<22}{n:>7}  n×n {t_base:9.3f} s   d×d {t_ours:7.3f} s   ratio {t_base / t_ours:8.1f}x   "
+        f"q1 {our_scores['q1']:9.4f}  max rel diff (q1,q2,inf) {diff:.1e}",
+        flush=True,
+    )
     return diff <= TOLERANCE
 
 
@@ -106,13 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=50000, help="n for ours alone (default 50000; 0 skips)")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--mpnet", type=int, default=0, metavar="N", help="also compare on N real mpnet embeddings")
-    parser.add_argument("--check-package", action="store_true",
-                        help="at the smallest n, also check the baseline against score_K(K, q) itself")
+    parser.add_argument(
+        "--check-package",
+        action="store_true",
+        help="at the smallest n, also check the baseline against score_K(K, q) itself",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    print(f"numpy {np.__version__}, scipy {scipy.__version__}, CPUs {len(os.sched_getaffinity(0))}, "
-          f"dim {args.dim}, random unit vectors (Gaussian, seed 0)", flush=True)
+    print(
+        f"numpy {np.__version__}, scipy {scipy.__version__}, CPUs {len(os.sched_getaffinity(0))}, "
+        f"dim {args.dim}, random unit vectors (Gaussian, seed 0)",
+        flush=True,
+    )
     ok = True
     if args.check_package and sizes:
         from vendi_score import vendi as ref
@@ -133,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         t_add, _ = best_of(3, lambda: VendiAccumulator(args.dim).add(x))
         t_eig, _ = best_of(3, lambda: acc.scores(ORDERS))
         t_inc, _ = best_of(5, lambda: acc.copy().add(x[:1000]).score())
-        print(f"ours alone, n={args.big}: {t_total:.3f} s total (best of 3; accumulate {t_add:.3f} s, "
-              f"eigenvalues + 3 orders {t_eig:.3f} s), q1 {scores['q1']:.4f}; "
-              f"add 1000 rows + rescore: {t_inc * 1000:.0f} ms")
+        print(
+            f"ours alone, n={args.big}: {t_total:.3f} s total (best of 3; accumulate {t_add:.3f} s, "
+            f"eigenvalues + 3 orders {t_eig:.3f} s), q1 {scores['q1']:.4f}; "
+            f"add 1000 rows + rescore: {t_inc * 1000:.0f} ms"
+        )
     print("agreement within 1e-9: " + ("yes" if ok else "NO"))
     return 0 if ok else 1
 

@@ -36,8 +36,12 @@ def main(models: list[str]) -> None:
         para = pair_cosines(model, data["paraphrase"])
         dist = pair_cosines(model, data["distinct"])
         gap = (max(dist), min(para))
-        print(f"{model}\n  paraphrase {' '.join(f'{s:.3f}' for s in para)}\n  distinct   {' '.join(f'{s:.3f}' for s in dist)}")
-        print(f"  gap {gap[0]:.3f}..{gap[1]:.3f}  midpoint {sum(gap) / 2:.3f}  configured {CALIBRATED_THRESHOLDS.get(model)}")
+        print(
+            f"{model}\n  paraphrase {' '.join(f'{s:.3f}' for s in para)}\n  distinct   {' '.join(f'{s:.3f}' for s in dist)}"
+        )
+        print(
+            f"  gap {gap[0]:.3f}..{gap[1]:.3f}  midpoint {sum(gap) / 2:.3f}  configured {CALIBRATED_THRESHOLDS.get(model)}"
+        )
 
 
 if __name__ == "__main__":

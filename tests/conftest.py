@@ -102,7 +102,9 @@ def pipeline_env(stack_endpoints: stack.Endpoints, scripted_llm: ScriptedLLMServ
     return make
 
 
-def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefix: str, scenario: str) -> dict[str, str]:
+def _pipeline_env(
+    endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefix: str, scenario: str
+) -> dict[str, str]:
     env = {
         **endpoints.env(),
         **settings_env(KafkaSettings.model_construct(topic_prefix=f"{prefix}.", partitions=4)),
@@ -113,7 +115,9 @@ def _pipeline_env(endpoints: stack.Endpoints, scripted: ScriptedLLMServer, prefi
         "ISE_LOG_LEVEL": "INFO",
     }
     for role in ("intent", "user", "agent"):
-        llm = LLMSettings.model_construct(base_url=scripted.base_url, model=f"{scenario}:{role}", api_key="scripted", max_retries=0)
+        llm = LLMSettings.model_construct(
+            base_url=scripted.base_url, model=f"{scenario}:{role}", api_key="scripted", max_retries=0
+        )
         env |= settings_env(llm, prefix=f"ISE_LLM_{role.upper()}_")
     return with_workspaces_grounding(env)  # a free gRPC port for the executor, its address for the simulator
 

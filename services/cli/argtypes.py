@@ -12,7 +12,9 @@ def _number(value: str, kind: type[int] | type[float]) -> int | float:
     try:
         number = kind(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, not {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, not {value!r}"
+        ) from None
     if isinstance(number, float) and not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"expected a finite number, not {value!r}")
     return number

@@ -62,18 +62,37 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("pool", type=Path, metavar="POOL.jsonl", help="intents file in the reference layout")
     parser.add_argument(
-        "--model", default=MPNET, choices=(MPNET, MINILM),
+        "--model",
+        default=MPNET,
+        choices=(MPNET, MINILM),
         help=f"embedding model (default {MPNET}, 768-d, as in the paper; {MINILM} is 384-d and ~6x faster)",
     )
     parser.add_argument("--batch-size", type=_positive, default=64, help="texts per embedding batch (default 64)")
-    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
-                        help="write the full report here (default: POOL's folder, <stem>.diversity.json)")
-    parser.add_argument("--png", type=Path, default=None, metavar="FILE",
-                        help="write the Vendi curve here (default: POOL's folder, <stem>.vendi-curve.png)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the full report here (default: POOL's folder, <stem>.diversity.json)",
+    )
+    parser.add_argument(
+        "--png",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the Vendi curve here (default: POOL's folder, <stem>.vendi-curve.png)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the curve's random permutation (default 0)")
-    parser.add_argument("--sizes", type=_sizes, default=None, metavar="N,N,...",
-                        help="curve subset sizes (default 10, 20, 50, 100, ... and the pool size)")
-    parser.add_argument("--paper", action="store_true", help="overlay the paper's curve (read off its figure) on the PNG")
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        metavar="N,N,...",
+        help="curve subset sizes (default 10, 20, 50, 100, ... and the pool size)",
+    )
+    parser.add_argument(
+        "--paper", action="store_true", help="overlay the paper's curve (read off its figure) on the PNG"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
     return parser
@@ -118,8 +137,14 @@ def embed(texts: list[str], model: str, batch_size: int, quiet: bool = False) ->
     embedder = build_embedder(model=model, batch_size=batch_size)
     try:
         out = np.empty((len(texts), embedder.dim), dtype=np.float32)
-        with tqdm(total=len(texts), unit="intent", desc=f"embedding ({embedder.name})", disable=quiet,
-                  file=sys.stderr, mininterval=0.5) as bar:
+        with tqdm(
+            total=len(texts),
+            unit="intent",
+            desc=f"embedding ({embedder.name})",
+            disable=quiet,
+            file=sys.stderr,
+            mininterval=0.5,
+        ) as bar:
             for start in range(0, len(texts), batch_size):
                 batch = texts[start : start + batch_size]
                 out[start : start + len(batch)] = embedder.encode(batch)
@@ -174,19 +199,30 @@ def run(args: argparse.Namespace) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    plot_curve(curve, png_path, title=f"Vendi Score vs. pool size ({model_name})",
-               label=f"{pool.name}", reference=PAPER_CURVE if args.paper else None)
-    print(f"pool {pool}: {report['n']} intents, model {model_name} ({report['dim']}-d), "
-          f"model load + embedding {embed_s:.1f} s, metrics {metrics_s:.2f} s")
+    plot_curve(
+        curve,
+        png_path,
+        title=f"Vendi Score vs. pool size ({model_name})",
+        label=f"{pool.name}",
+        reference=PAPER_CURVE if args.paper else None,
+    )
+    print(
+        f"pool {pool}: {report['n']} intents, model {model_name} ({report['dim']}-d), "
+        f"model load + embedding {embed_s:.1f} s, metrics {metrics_s:.2f} s"
+    )
     print(format_report(report, curve))
     print(f"wrote {json_path}\nwrote {png_path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure(argparse.ArgumentParser(
-        prog="ise diversity", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
-    ))
+    parser = configure(
+        argparse.ArgumentParser(
+            prog="ise diversity",
+            description=DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return run(parser.parse_args(argv))
 
 

@@ -1,7 +1,7 @@
 """``ise intents import|export``: move ``intents.jsonl`` files (reference layout) in and out of a run.
 
-    ise intents import FILE [--run-id R] [--strict] [--dry-run]
-    ise intents export --run-id R --out FILE
+ise intents import FILE [--run-id R] [--strict] [--dry-run]
+ise intents export --run-id R --out FILE
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "or holds no intents. " + LAYOUT,
     )
     imp.add_argument("file", type=Path, metavar="FILE", help="the intents.jsonl file to import")
-    imp.add_argument("--run-id", type=run_id_arg, default=None, help="run to publish into (default: a new run id, printed)")
+    imp.add_argument(
+        "--run-id", type=run_id_arg, default=None, help="run to publish into (default: a new run id, printed)"
+    )
     imp.add_argument("--strict", action="store_true", help="publish nothing when any line is bad")
     imp.add_argument("--dry-run", action="store_true", help="only validate the file; publish nothing")
 
@@ -78,8 +80,9 @@ def _import(args: argparse.Namespace) -> int:
 
     intents, errors = read_intents(args.file)  # an unreadable file raises: `ise` prints it, exit 2
     if not intents and not errors:
-        raise ConfigError(f"{args.file}: holds no intents (it is empty or has blank lines only); nothing to "
-                          "import. " + LAYOUT)
+        raise ConfigError(
+            f"{args.file}: holds no intents (it is empty or has blank lines only); nothing to import. " + LAYOUT
+        )
     run_id = args.run_id or new_run_id()
     target = f"run {run_id}" if args.run_id or not args.dry_run else "a new run"
     for error in errors:
@@ -89,20 +92,25 @@ def _import(args: argparse.Namespace) -> int:
     why = "--strict and the file has bad lines" if intents else "every line is bad"
     if args.dry_run:
         if not errors:
-            print(f"{args.file}: dry run: all {len(intents)} line(s) are good; a real import would publish "
-                  f"{len(intents)} intent(s) to {target}")
+            print(
+                f"{args.file}: dry run: all {len(intents)} line(s) are good; a real import would publish "
+                f"{len(intents)} intent(s) to {target}"
+            )
             return 0
-        outcome = (f"would publish nothing ({why})" if refused else
-                   f"would publish the {len(intents)} good intent(s) to {target} and skip the bad lines")
-        print(f"{args.file}: dry run: {len(intents)} good line(s), {listed}; a real import {outcome}",
-              file=sys.stderr)
+        outcome = (
+            f"would publish nothing ({why})"
+            if refused
+            else f"would publish the {len(intents)} good intent(s) to {target} and skip the bad lines"
+        )
+        print(f"{args.file}: dry run: {len(intents)} good line(s), {listed}; a real import {outcome}", file=sys.stderr)
         return 1
     if refused:
-        hint = ("Fix the bad lines, or import without --strict to publish the good ones and skip the bad"
-                if intents else f"Lines over {MAX_LINE_BYTES >> 20} MiB, bad JSON or missing fields are "
-                "refused. " + LAYOUT)
-        print(f"{args.file}: nothing published ({why}): {len(intents)} good line(s), {listed}. {hint}",
-              file=sys.stderr)
+        hint = (
+            "Fix the bad lines, or import without --strict to publish the good ones and skip the bad"
+            if intents
+            else f"Lines over {MAX_LINE_BYTES >> 20} MiB, bad JSON or missing fields are refused. " + LAYOUT
+        )
+        print(f"{args.file}: nothing published ({why}): {len(intents)} good line(s), {listed}. {hint}", file=sys.stderr)
         return 1
     published = asyncio.run(_publish(intents, run_id))
     head = f"{args.file}: {published} intent(s) published to run {run_id}"
@@ -151,8 +159,10 @@ def _export(args: argparse.Namespace) -> int:
     kafka = KafkaSettings()
     count = asyncio.run(export_run(kafka, args.run_id, args.out))
     if not count:
-        print(f"no accepted intents of run {args.run_id} on {kafka.topics.tasks}; wrote an empty {args.out}",
-              file=sys.stderr)
+        print(
+            f"no accepted intents of run {args.run_id} on {kafka.topics.tasks}; wrote an empty {args.out}",
+            file=sys.stderr,
+        )
         return 1
     print(f"wrote {count} intent(s) of run {args.run_id} to {args.out}")
     return 0

@@ -55,7 +55,7 @@ SMOKE = (
 
 def _local_env(base_url: str, local: ModuleType) -> dict[str, str]:
     """The small model needs schema-enforced JSON and one forced tool call per agent turn."""
-    env = _role_env(base_url, {r: local.MODEL_NAME for r in ROLES}, "local")
+    env = _role_env(base_url, dict.fromkeys(ROLES, local.MODEL_NAME), "local")
     env["ISE_LLM_INTENT_RESPONSE_FORMAT"] = "text"  # it writes prose well and JSON-wrapped prose badly
     env["ISE_LLM_INTENT_MAX_TOKENS"] = "200"
     env["ISE_INTENT_PROMPT"] = "render_small.md"

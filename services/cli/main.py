@@ -1,12 +1,12 @@
 """The ``ise`` command: run a generation, run one service, manage the local stack, read stats.
 
-    ise run                 generate a small dataset end to end on the embedded stack
-    ise service NAME        run one service (intent | dedup | simulator | executor)
-    ise stack up|down|status
-    ise stats RUN_DIR       print the statistics of a written dataset
-    ise docs                write the AsyncAPI document of each service
-    ise intents import|export   intents.jsonl in the reference layout, into or out of a run
-    ise diversity POOL.jsonl    Vendi (q=1,2,inf; per cell), Distinct-N, Vendi-vs-size curve (PNG)
+ise run                 generate a small dataset end to end on the embedded stack
+ise service NAME        run one service (intent | dedup | simulator | executor)
+ise stack up|down|status
+ise stats RUN_DIR       print the statistics of a written dataset
+ise docs                write the AsyncAPI document of each service
+ise intents import|export   intents.jsonl in the reference layout, into or out of a run
+ise diversity POOL.jsonl    Vendi (q=1,2,inf; per cell), Distinct-N, Vendi-vs-size curve (PNG)
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--intents", type=positive_int, default=5, help="intents to generate (default 5)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same intents)")
     run.add_argument(
-        "--llm", default="auto", choices=("auto", "openai", "scripted", "local"),
+        "--llm",
+        default="auto",
+        choices=("auto", "openai", "scripted", "local"),
         help="auto: your endpoint if OPENAI_BASE_URL or ISE_LLM_<ROLE>_BASE_URL is set, else the small "
         "local model; scripted: deterministic replies for pipeline checks",
     )
@@ -57,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=positive_float, default=1800, help="seconds before the run is abandoned")
     run.add_argument("--run-id", type=run_id_arg, default=None, help="run id (default: a new one)")
 
-    service = sub.add_parser("service", help="run one service in the foreground",
-                             description="Run one service until SIGTERM/SIGINT (the intent job exits when done).")
+    service = sub.add_parser(
+        "service",
+        help="run one service in the foreground",
+        description="Run one service until SIGTERM/SIGINT (the intent job exits when done).",
+    )
     service.add_argument("name", choices=SERVICES)
 
     stack = sub.add_parser("stack", help="manage the embedded Kafka, Redis, Docker and workspace image")
@@ -72,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
 
     stats = sub.add_parser(
-        "stats", help="print (and save) the statistics of a run's dataset",
+        "stats",
+        help="print (and save) the statistics of a run's dataset",
         description="Read the trajectories-*.jsonl shards of RUN_DIR (or one .jsonl file of OpenAI-messages "
         "records), print the corpus table and save it as RUN_DIR/stats.json (for a file: <name>.stats.json "
         "next to it). Records without ISE metadata are counted from their messages. A last line cut off "
@@ -180,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         if not exc.title.endswith("Settings"):  # a model built in code: a bug, keep the traceback
             raise
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-        print(f"ise: error: invalid {exc.title} from the environment ({problems}); fix the ISE_* variables "
-              "(see README.md, Settings)", file=sys.stderr)
+        print(
+            f"ise: error: invalid {exc.title} from the environment ({problems}); fix the ISE_* variables "
+            "(see README.md, Settings)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

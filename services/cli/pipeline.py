@@ -78,7 +78,10 @@ def scoped_to(env: dict[str, str], run_id: str) -> dict[str, str]:
 
 def run_finished(p: dict[str, int | str]) -> bool:
     """Every proposed intent decided, and every accepted one has its final verdict."""
-    get = lambda k: int(p.get(k, 0))
+
+    def get(key: str) -> int:
+        return int(p.get(key, 0))
+
     decided = get("accepted") + get("rejected") >= get("proposed")
     return bool(get("intents_done")) and decided and get("episodes_final") >= get("accepted")
 

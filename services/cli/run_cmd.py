@@ -50,20 +50,28 @@ def _vendi_line(report: dict) -> str:
 def summary(result: RunResult, mode: str, quality: str) -> str:
     p = result.progress
     stats = json.loads(result.stats_path.read_text())
-    verdicts = ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(p.items()) if k.startswith("verdict.")) or "none"
+    verdicts = (
+        ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(p.items()) if k.startswith("verdict.")) or "none"
+    )
     shards = sorted(result.run_dir.glob("trajectories-*.jsonl"))
     lines = [
         "",
         f"ISE-Trace run {result.run_id} finished in {result.seconds:.0f}s",
         f"  LLM          {mode}: {quality}",
-        f"  intents      {p.get('proposed', 0)} proposed, {p.get('accepted', 0)} accepted, "
-        f"{p.get('rejected', 0)} rejected as duplicates, {p.get('render_failed', 0)} failed to render",
+        (
+            f"  intents      {p.get('proposed', 0)} proposed, {p.get('accepted', 0)} accepted, "
+            f"{p.get('rejected', 0)} rejected as duplicates, {p.get('render_failed', 0)} failed to render"
+        ),
         f"  diversity    {_vendi_line(stats.get('intent_diversity') or {})}",
-        f"  episodes     {p.get('episodes_final', 0)} finished ({verdicts}); "
-        f"{p.get('infra_retries', 0)} infrastructure retries",
+        (
+            f"  episodes     {p.get('episodes_final', 0)} finished ({verdicts}); "
+            f"{p.get('infra_retries', 0)} infrastructure retries"
+        ),
         f"  dataset      {stats['trajectories']} trajectories in {len(shards)} shard(s) under {result.run_dir}",
-        f"  per episode  {stats['user_turns_avg']} user turns, {stats['messages_avg']} messages, "
-        f"{stats['tool_calls_avg']} tool calls",
+        (
+            f"  per episode  {stats['user_turns_avg']} user turns, {stats['messages_avg']} messages, "
+            f"{stats['tool_calls_avg']} tool calls"
+        ),
         f"  statistics   {result.stats_path}",
         f"  logs         {result.run_dir / 'logs'}",
     ]

@@ -54,7 +54,7 @@ class LocalPipeline:
     ) -> None:
         self.env = env
         self.log_dir = log_dir
-        self.replicas = {name: 1 for name in LONG_RUNNING} | (replicas or {})
+        self.replicas = dict.fromkeys(LONG_RUNNING, 1) | (replicas or {})
         self.max_restarts = max_restarts
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.extra_env: dict[str, dict[str, str]] = {}
@@ -95,7 +95,9 @@ class LocalPipeline:
             if label.endswith("-job") or used >= self.max_restarts:
                 raise StackError(f"service {label} exited with code {code} ({used} restarts)\n{log_tail(path, 30)}")
             self.restarts[label] = used + 1
-            log.warning("service %s exited with code %s; restarting it (%d/%d)", label, code, used + 1, self.max_restarts)
+            log.warning(
+                "service %s exited with code %s; restarting it (%d/%d)", label, code, used + 1, self.max_restarts
+            )
             self.start_one(label.rsplit("-", 1)[0], label, self.extra_env.get(label))
 
     def stop(self) -> None:

@@ -59,9 +59,7 @@ log = logging.getLogger(__name__)
 
 async def ensure_topics(settings: KafkaSettings) -> list[str]:
     """Create the seven topics if missing (partitions, replication, retention from settings)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap, request_timeout_ms=settings.request_timeout_ms
-    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=settings.request_timeout_ms)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

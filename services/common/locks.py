@@ -31,7 +31,9 @@ def file_lock(path: Path, timeout_s: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise LockTimeout(f"waited {timeout_s:.0f}s for the lock {path}; is another ise process stuck?") from None
+                    raise LockTimeout(
+                        f"waited {timeout_s:.0f}s for the lock {path}; is another ise process stuck?"
+                    ) from None
                 time.sleep(0.1)
         try:
             yield

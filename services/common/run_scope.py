@@ -46,7 +46,7 @@ async def position_scoped_groups(settings: KafkaSettings, groups: list[tuple[str
             if not missing:
                 continue
             since = settings.run_started_ms - START_MARGIN_MS
-            found = await consumer.offsets_for_times({tp: since for tp in missing})
+            found = await consumer.offsets_for_times(dict.fromkeys(missing, since))
             ends = await consumer.end_offsets(missing)
             targets = {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in missing}
             await consumer.commit(targets)

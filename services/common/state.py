@@ -69,7 +69,6 @@ class StateStore:
         """True for the first caller only (SET NX); later callers see False until it expires."""
         return bool(await self.redis.set(key, owner, nx=True, ex=ttl_s or self.settings.state_ttl_s))
 
-
     def episode_key(self, episode_id: str) -> str:
         return self.key("episode", episode_id, "open")
 

@@ -25,8 +25,14 @@ from services.dedup.vendi import DEFAULT_ORDERS, Label, Order, VendiAccumulator,
 
 # Read off the paper's figure (ise-reference.md §1.4): approximate except the final 61.57.
 PAPER_CURVE: tuple[tuple[int, float], ...] = (
-    (200, 40.7), (500, 51.3), (1000, 56.0), (2000, 59.0), (5000, 60.5),
-    (10000, 61.3), (20000, 61.3), (43956, 61.57),
+    (200, 40.7),
+    (500, 51.3),
+    (1000, 56.0),
+    (2000, 59.0),
+    (5000, 60.5),
+    (10000, 61.3),
+    (20000, 61.3),
+    (43956, 61.57),
 )
 PAPER_VENDI = 61.57
 PAPER_POOL = 43956
@@ -176,7 +182,9 @@ def format_report(report: Mapping[str, Any], curve: Sequence[tuple[int, float]] 
     distinct = report["distinct"]
     orders = sorted(int(k.split("_")[1]) for k in distinct if k.startswith("distinct_"))
     lines.append(
-        "Distinct-" + "/".join(map(str, orders)) + ": "
+        "Distinct-"
+        + "/".join(map(str, orders))
+        + ": "
         + " / ".join(f"{distinct[f'distinct_{n}']:.3f}" for n in orders)
         + f"   ({distinct['tokens']:,} tokens)"
     )

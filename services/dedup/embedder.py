@@ -173,7 +173,13 @@ class SentenceTransformerEmbedder(Embedder):
         self._encode_lock = threading.Lock()
         log.info(
             "embedder %s loaded from %s: dim=%d dtype=%s device=%s threads=%d max_seq_length=%s",
-            self.name, self.model_path, self.dim, self.dtype, device, self.num_threads, self._model.max_seq_length,
+            self.name,
+            self.model_path,
+            self.dim,
+            self.dtype,
+            device,
+            self.num_threads,
+            self._model.max_seq_length,
         )
 
     @property

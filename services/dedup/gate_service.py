@@ -37,7 +37,9 @@ REPORT_DELAY_S = 1.0
 
 
 class GateService:
-    def __init__(self, bus: EventBus, store: StateStore, settings: DedupSettings, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, bus: EventBus, store: StateStore, settings: DedupSettings, embedder: Embedder | None = None
+    ) -> None:
         self.bus = bus
         self.store = store
         self.settings = settings
@@ -128,7 +130,12 @@ class GateService:
                     self._accept(task.run_id, task.intent, vector)
                     added += 1
         if added:
-            log.info("gate pools rebuilt from %s: %d intents in %.1fs", self.bus.topics.tasks, added, time.monotonic() - started)
+            log.info(
+                "gate pools rebuilt from %s: %d intents in %.1fs",
+                self.bus.topics.tasks,
+                added,
+                time.monotonic() - started,
+            )
         return added
 
     async def _vectors(self, texts: list[str]) -> list:
@@ -176,6 +183,12 @@ class GateService:
             await progress.count_once("accepted", intent.intent_id)
         else:
             await progress.count_once("rejected", intent.intent_id)
-            log.info("rejected %s: %s of %s (cos %.3f)", intent.intent_id, decision.reason, decision.nearest_id, decision.similarity)
+            log.info(
+                "rejected %s: %s of %s (cos %.3f)",
+                intent.intent_id,
+                decision.reason,
+                decision.nearest_id,
+                decision.similarity,
+            )
         await self.store.put_model(key, saved)
         return saved

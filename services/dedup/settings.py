@@ -22,7 +22,10 @@ class DedupSettings(BaseSettings):
     )
     batch_size: int = Field(32, ge=1)
     threshold: float | None = Field(
-        None, gt=0, le=1, description="Cosine at or above which an intent is a near-duplicate of the pool "
+        None,
+        gt=0,
+        le=1,
+        description="Cosine at or above which an intent is a near-duplicate of the pool "
         "(default: the model's calibrated value, see CALIBRATED_THRESHOLDS).",
     )
     dataset_dir: str = Field("out", description="Root of the dataset: <dir>/<run_id>/trajectories-*.jsonl.")

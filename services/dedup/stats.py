@@ -115,8 +115,10 @@ def stats_for(target: Path, warn: Warn = log.warning) -> tuple[dict[str, Any], P
             raise ConfigError(describe_folder(target, SHARD_GLOB))
         return dataset_stats(files, warn), target / "stats.json"
     if not target.exists():
-        raise ConfigError(f"{target}: no such file or folder; pass a run folder (out/<run_id>) holding "
-                          f"{SHARD_GLOB} shards, or one .jsonl file of trajectories")
+        raise ConfigError(
+            f"{target}: no such file or folder; pass a run folder (out/<run_id>) holding "
+            f"{SHARD_GLOB} shards, or one .jsonl file of trajectories"
+        )
     return dataset_stats([target], warn), target.with_name(f"{target.stem}.stats.json")
 
 

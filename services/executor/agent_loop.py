@@ -61,7 +61,9 @@ async def run_turn(
             return out
         for call in message.tool_calls:
             outcome = await asyncio.to_thread(toolbox.run, call.id, call.function.name, call.function.arguments)
-            tool_message = ChatMessage(role="tool", tool_call_id=call.id, name=call.function.name, content=outcome.content)
+            tool_message = ChatMessage(
+                role="tool", tool_call_id=call.id, name=call.function.name, content=outcome.content
+            )
             conversation.append(tool_message)
             out.messages.append(tool_message)
             out.tool_results.append(outcome.meta)

@@ -31,7 +31,10 @@ def create_app() -> FastStream:
     bus = EventBus(KafkaSettings(), "executor")
     store = StateStore(RedisSettings())
     backend = DockerWorkspaceBackend(
-        settings.image, settings.limits(), name_prefix=settings.container_prefix, shell=settings.shell,
+        settings.image,
+        settings.limits(),
+        name_prefix=settings.container_prefix,
+        shell=settings.shell,
         agent_user=settings.agent_user,
     )
     loop = LoopConfig(

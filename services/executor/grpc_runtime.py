@@ -35,8 +35,13 @@ MIN_COMMAND_S = 0.05  # less time than this left: DEADLINE_EXCEEDED without runn
 
 # the limits set by ``ExecutorSettings.grpc_<name>``
 SETTINGS_FIELDS = (
-    "workers", "max_message_bytes", "max_write_bytes", "max_read_bytes", "max_command_bytes",
-    "max_workspaces_per_caller", "stop_grace_s",
+    "workers",
+    "max_message_bytes",
+    "max_write_bytes",
+    "max_read_bytes",
+    "max_command_bytes",
+    "max_workspaces_per_caller",
+    "stop_grace_s",
 )
 
 

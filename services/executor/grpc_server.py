@@ -30,8 +30,14 @@ from services.executor.grpc_runtime import GrpcLimits
 from services.executor.grpc_servicer import WorkspacesServicer, status_for
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 
-__all__ = ["SERVICE_NAME", "WorkspacesServer", "WorkspacesServicer", "callers_from_settings", "serve_workspaces",
-           "status_for"]
+__all__ = [
+    "SERVICE_NAME",
+    "WorkspacesServer",
+    "WorkspacesServicer",
+    "callers_from_settings",
+    "serve_workspaces",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 

@@ -166,9 +166,7 @@ class WorkspacesServicer(pb_grpc.WorkspacesServicer):
         if not value:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is required")
         if len(value.encode()) > self.limits.max_path_bytes:
-            raise Refused(
-                grpc.StatusCode.INVALID_ARGUMENT, f"{name} is longer than {self.limits.max_path_bytes} bytes"
-            )
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{name} is longer than {self.limits.max_path_bytes} bytes")
         return value
 
     async def _in_workspace(
@@ -277,9 +275,7 @@ class WorkspacesServicer(pb_grpc.WorkspacesServicer):
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT, f"timeout_s must be in (0, {self.limits.max_exec_timeout_s:g}]"
             )
-        result = await self._in_workspace(
-            context, request.episode_id, self._exec, request.command, workdir, timeout_s
-        )
+        result = await self._in_workspace(context, request.episode_id, self._exec, request.command, workdir, timeout_s)
         return pb.ExecResponse(
             exit_code=result.exit_code,
             stdout=result.stdout,
@@ -311,13 +307,13 @@ class WorkspacesServicer(pb_grpc.WorkspacesServicer):
         content, truncated = await self._in_workspace(context, request.episode_id, self._read, path, max_bytes)
         return pb.ReadFileResponse(content=content, truncated=truncated)
 
-    def _read(self, caller: Caller, _deadline: Deadline, episode_id: str, path: str, max_bytes: int) -> tuple[bytes, bool]:
+    def _read(
+        self, caller: Caller, _deadline: Deadline, episode_id: str, path: str, max_bytes: int
+    ) -> tuple[bytes, bool]:
         return self.backend.read_file(self._resolve(caller, episode_id, pipeline=True), path, max_bytes=max_bytes)
 
     @_rpc
-    async def WriteFile(
-        self, request: pb.WriteFileRequest, context: grpc.aio.ServicerContext
-    ) -> pb.WriteFileResponse:
+    async def WriteFile(self, request: pb.WriteFileRequest, context: grpc.aio.ServicerContext) -> pb.WriteFileResponse:
         path = self._bounded("path", request.path)
         size, cap = len(request.content), self.limits.max_write_bytes
         if size > cap:

@@ -55,7 +55,9 @@ class ExecutorService:
     async def on_user_turn(self, event: UserTurn) -> None:
         key = self._key(event.episode_id)
         state = None if event.kind == "close" else await self.store.get_model(key, ExecEpisode)
-        registered = None if state is not None or event.kind == "close" else await self.store.episode_run(event.episode_id)
+        registered = (
+            None if state is not None or event.kind == "close" else await self.store.episode_run(event.episode_id)
+        )
         action = self.logic.classify(state, event, registered)
         if action == "close":
             await self._close(event)
@@ -64,14 +66,20 @@ class ExecutorService:
                 f"no simulator started episode {event.episode_id} of run {event.run_id}: no workspace is made for it"
             )
         elif action == "lost":
-            await self._publish(self.logic.failed(None, event, "executor has no state for this episode (lost or expired)"))
+            await self._publish(
+                self.logic.failed(None, event, "executor has no state for this episode (lost or expired)")
+            )
         elif action == "redeliver":
             assert state is not None and state.last_turn is not None
             log.info("redelivered turn %d of %s: re-publishing the saved result", event.turn, event.episode_id)
             await self._publish(state.last_turn)
         elif action == "stale":
-            log.warning("turn %d of %s is stale (done: %s): ignored", event.turn, event.episode_id,
-                        None if state is None else state.turn_done)
+            log.warning(
+                "turn %d of %s is stale (done: %s): ignored",
+                event.turn,
+                event.episode_id,
+                None if state is None else state.turn_done,
+            )
         else:
             state = state or self.logic.begin(event)
             turn = await self._execute(event, state)
@@ -86,7 +94,9 @@ class ExecutorService:
             info = await asyncio.to_thread(self.backend.create, event.episode_id, event.run_id)
             state.workspace_image = info.image_digest or info.image
             await self._mark_start(event.episode_id)
-            toolbox = Toolbox(self.backend, event.episode_id, ToolLimits(default_timeout_s=self.settings.command_timeout_s))
+            toolbox = Toolbox(
+                self.backend, event.episode_id, ToolLimits(default_timeout_s=self.settings.command_timeout_s)
+            )
             output = await asyncio.wait_for(
                 run_turn(self.llm, toolbox, state.messages, event.content, self.loop_config),
                 timeout=self.settings.turn_timeout_s,

@@ -23,13 +23,16 @@ class ExecutorSettings(BaseSettings):
     output_cap_bytes: int = Field(64 * 1024, ge=1024, description="Per stream, per command.")
     max_file_mb: int = Field(256, ge=1, description="No file the agent's commands write grows past this (SIGXFSZ).")
     disk_mb: int = Field(
-        2048, ge=0, description="Total disk one workspace may write (Docker --storage-opt size; 0 = no cap). "
+        2048,
+        ge=0,
+        description="Total disk one workspace may write (Docker --storage-opt size; 0 = no cap). "
         "Needs a storage driver that enforces it (btrfs, zfs, devicemapper, overlay2 on xfs+pquota); "
         "`ise stack up` gives its dockerd a btrfs data root. Elsewhere workspaces run uncapped, with a warning.",
     )
     require_disk_quota: bool = Field(False, description="Refuse to create workspaces the daemon cannot cap.")
     shell: Literal["persistent", "exec"] = Field(
-        "persistent", description="persistent: one long-lived bash per episode (cd/exports persist, ~1 ms per "
+        "persistent",
+        description="persistent: one long-lived bash per episode (cd/exports persist, ~1 ms per "
         "command); exec: a fresh docker exec per command (~80 ms, no shared state).",
     )
     pool_size: int = Field(2, ge=0, description="Started, unassigned workspace containers kept warm (0 = cold only).")
@@ -42,7 +45,9 @@ class ExecutorSettings(BaseSettings):
         10.0, gt=0, description="How often a replica refreshes its warm pool's liveness marker (a Redis key)."
     )
     pool_owner_ttl_s: float = Field(
-        60.0, gt=0, description="TTL of that marker: idle pool containers of a replica that stopped refreshing it "
+        60.0,
+        gt=0,
+        description="TTL of that marker: idle pool containers of a replica that stopped refreshing it "
         "(killed) are reaped by any replica within this plus reaper_interval_s. Keep it > pool_heartbeat_s.",
     )
     agent_user: str = Field(
@@ -56,7 +61,8 @@ class ExecutorSettings(BaseSettings):
     grpc_port: int = Field(DEFAULT_WORKSPACES_PORT, ge=0, description="0 picks a free port.")
     grpc_enabled: bool = True
     grpc_token: str = Field(
-        "", description="The system caller's bearer token (the simulator's grounding: may also Inspect/read "
+        "",
+        description="The system caller's bearer token (the simulator's grounding: may also Inspect/read "
         "pipeline episodes). With no token at all, gRPC serves one anonymous caller, on loopback only.",
     )
     grpc_caller_tokens: dict[str, str] = Field(

@@ -72,7 +72,9 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw or "{}")
     except json.JSONDecodeError as exc:
-        raise ToolArgumentError(f"arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object") from exc
+        raise ToolArgumentError(
+            f"arguments are not valid JSON ({exc.msg} at char {exc.pos}); send a JSON object"
+        ) from exc
     if not isinstance(value, dict):
         raise ToolArgumentError("arguments must be a JSON object")
     return value
@@ -115,7 +117,11 @@ class Toolbox:
 
     def _error(self, call_id: str, name: str, message: str, started: float) -> ToolOutcome:
         meta = ToolResultMeta(
-            tool_call_id=call_id, name=name, ok=False, duration_ms=int((time.monotonic() - started) * 1000), error=message
+            tool_call_id=call_id,
+            name=name,
+            ok=False,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            error=message,
         )
         return ToolOutcome(content=f"error: {message}", meta=meta)
 

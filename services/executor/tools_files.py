@@ -145,7 +145,7 @@ class FileTools:
         script = (
             f"if [ ! -e {q} ] && [ ! -L {q} ]; then echo 'no such file or directory' >&2; exit {_EXIT_MISSING}; fi\n"
             f"if [ -d {q} ]; then set -- -mindepth 1 -maxdepth {args.depth}; else set -- -maxdepth 0; fi\n"
-            f"find -H {q} \"$@\" -printf {fmt} | sort -z | head -z -n {LS_MAX_ENTRIES + 1}\n"
+            f'find -H {q} "$@" -printf {fmt} | sort -z | head -z -n {LS_MAX_ENTRIES + 1}\n'
             "exit ${PIPESTATUS[0]}"
         )
         result = self._run(script)
@@ -215,13 +215,17 @@ class FileTools:
             return FileToolResult(f"error: search failed: {message}", error=f"search failed: {message}")
         out = [f"{path}:{number}: {text}" for path, number, text in matches]
         if truncated:
-            out.append(f"[results cut at {len(matches)} matches; narrow the pattern, path or glob, or raise max_results]")
+            out.append(
+                f"[results cut at {len(matches)} matches; narrow the pattern, path or glob, or raise max_results]"
+            )
         if result.exit_code == 2:
             out.append(f"[some files could not be searched: {_grep_message(result.stderr)}]")
         return FileToolResult("\n".join(out), truncated)
 
     def _run(self, script: str) -> ExecResult:
-        return self.backend.exec(self.episode_id, _ISOLATED + shlex.quote(script), workdir=None, timeout_s=self.timeout_s)
+        return self.backend.exec(
+            self.episode_id, _ISOLATED + shlex.quote(script), workdir=None, timeout_s=self.timeout_s
+        )
 
 
 def unified_diff(before: str, after: str, shown: str) -> str:

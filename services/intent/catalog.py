@@ -60,13 +60,22 @@ def load_catalog(directory: Path = CATALOG_DIR, *, excluded_needs: frozenset[str
     domains = tuple(DomainRef.model_validate(d) for d in _read(directory, "domains.yaml"))
     tasks = tuple(
         Task(
-            id=t["id"], name=t["name"], description=t["description"],
-            domains=tuple(t["domains"]), needs=tuple(t.get("needs", ())),
+            id=t["id"],
+            name=t["name"],
+            description=t["description"],
+            domains=tuple(t["domains"]),
+            needs=tuple(t.get("needs", ())),
         )
         for t in _read(directory, "tasks.yaml")
     )
     tiers = tuple(
-        Tier(name=n, weight=float(v["weight"]), domains=tuple(v["domains"]), tasks=tuple(v["tasks"]), meaning=v.get("meaning", ""))
+        Tier(
+            name=n,
+            weight=float(v["weight"]),
+            domains=tuple(v["domains"]),
+            tasks=tuple(v["tasks"]),
+            meaning=v.get("meaning", ""),
+        )
         for n, v in _read(directory, "complexity.yaml").items()
     )
     catalog = Catalog(personas, domains, tasks, tiers, excluded_needs)

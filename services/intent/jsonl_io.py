@@ -53,6 +53,7 @@ class _FieldError(Exception):
 
 # ---------------------------------------------------------------- export
 
+
 def intent_to_reference(intent: Intent) -> dict[str, Any]:
     """The reference-layout record of ``intent`` (``id`` is our ``intent_id``).
 
@@ -83,9 +84,13 @@ def intent_to_reference(intent: Intent) -> dict[str, Any]:
         "metadata": {
             "persona": intent.persona.model_dump(exclude={"id"}),
             "domains": [
-                {"name": d.name, "description": d.description,
-                 "selected_tasks": [{"name": intent.tasks[k].name, "description": intent.tasks[k].description}
-                                    for k in group]}
+                {
+                    "name": d.name,
+                    "description": d.description,
+                    "selected_tasks": [
+                        {"name": intent.tasks[k].name, "description": intent.tasks[k].description} for k in group
+                    ],
+                }
                 for d, group in zip(intent.domains, groups, strict=True)
             ],
         },
@@ -103,6 +108,7 @@ def intent_to_reference(intent: Intent) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- import
+
 
 def _str(value: Any, field: str, *, required: bool = False) -> str:
     if value is None:
@@ -159,14 +165,20 @@ def _domains_and_tasks(record: dict[str, Any], meta: dict[str, Any]) -> tuple[li
         if task_ids:
             raise _FieldError("metadata.domains", f"missing, so the {len(task_ids)} task ids cannot be placed")
         return [DomainRef(id=d, name=d) for d in domain_ids], []
-    named = [_named_domain(raw, f"metadata.domains[{i}]") for i, raw in enumerate(_list(meta["domains"], "metadata.domains"))]
+    named = [
+        _named_domain(raw, f"metadata.domains[{i}]") for i, raw in enumerate(_list(meta["domains"], "metadata.domains"))
+    ]
     if len(domain_ids) != len(named):
         domain_ids = ["domain-" + digest("domain", name, desc) for name, desc, _ in named]
-    domains = [DomainRef(id=d, name=name, description=desc) for d, (name, desc, _) in zip(domain_ids, named, strict=True)]
+    domains = [
+        DomainRef(id=d, name=name, description=desc) for d, (name, desc, _) in zip(domain_ids, named, strict=True)
+    ]
     flat = [(d, name, desc) for d, (_, _, tasks) in zip(domain_ids, named, strict=True) for name, desc in tasks]
     if len(task_ids) != len(flat):
         task_ids = ["task-" + digest("task", name, desc) for _, name, desc in flat]
-    tasks = [TaskRef(id=t, name=name, description=desc, domain=d) for t, (d, name, desc) in zip(task_ids, flat, strict=True)]
+    tasks = [
+        TaskRef(id=t, name=name, description=desc, domain=d) for t, (d, name, desc) in zip(task_ids, flat, strict=True)
+    ]
     return domains, tasks
 
 
@@ -179,8 +191,12 @@ def _named_domain(raw: Any, at: str) -> tuple[str, str, list[tuple[str, str]]]:
         t_at = f"{at}.selected_tasks[{j}]"
         if not isinstance(task, dict):
             raise _FieldError(t_at, f"expected an object, got {_kind(task)}")
-        tasks.append((_str(task.get("name"), f"{t_at}.name", required=True),
-                      _str(task.get("description"), f"{t_at}.description")))
+        tasks.append(
+            (
+                _str(task.get("name"), f"{t_at}.name", required=True),
+                _str(task.get("description"), f"{t_at}.description"),
+            )
+        )
     return _str(raw.get("name"), f"{at}.name", required=True), _str(raw.get("description"), f"{at}.description"), tasks
 
 
@@ -230,10 +246,15 @@ def intent_from_reference(record: dict[str, Any], *, line: int, path: str | os.P
         domains, tasks = _domains_and_tasks(record, meta)
         seed, render_model, order = _extension(record.get(EXTENSION_KEY), intent_id, len(tasks))
         return Intent(
-            intent_id=intent_id, text=text, persona=persona, domains=domains,
+            intent_id=intent_id,
+            text=text,
+            persona=persona,
+            domains=domains,
             tasks=[tasks[k] for k in order] if order is not None else tasks,
             complexity=_complexity(record.get("complexity")),
-            seed=seed, source="imported", render_model=render_model,
+            seed=seed,
+            source="imported",
+            render_model=render_model,
             tools_used=_strs(record.get("tools_used"), "tools_used"),
             skills_used=_strs(record.get("skills_used"), "skills_used"),
         )
@@ -270,8 +291,11 @@ def read_intents(path: str | os.PathLike[str]) -> tuple[list[Intent], list[Inten
             errors.append(IntentFileError(path, line.number, "", f"cannot import ({type(exc).__name__}: {exc})"))
             continue
         if intent.intent_id in seen:
-            errors.append(IntentFileError(path, line.number, "id",
-                                          f"{intent.intent_id!r} already used on line {seen[intent.intent_id]}"))
+            errors.append(
+                IntentFileError(
+                    path, line.number, "id", f"{intent.intent_id!r} already used on line {seen[intent.intent_id]}"
+                )
+            )
             continue
         seen[intent.intent_id] = line.number
         intents.append(intent)
@@ -289,6 +313,7 @@ def _checked_lines(path: str | os.PathLike[str], handle: BinaryIO, errors: list[
 
 
 # ---------------------------------------------------------------- lines
+
 
 @dataclass(frozen=True)
 class JsonLine:
@@ -319,8 +344,13 @@ def read_json_lines(handle: BinaryIO, max_bytes: int) -> Iterator[JsonLine]:
         terminated = raw.endswith(b"\n")
         if len(raw) > max_bytes and not terminated:
             size, terminated = _skip_rest(handle, len(raw))
-            yield JsonLine(number, problem=f"line is {_size(size)}, over the {_size(max_bytes)} limit for one "
-                           "record; shorten it or remove it", terminated=terminated, too_long=True)
+            yield JsonLine(
+                number,
+                problem=f"line is {_size(size)}, over the {_size(max_bytes)} limit for one "
+                "record; shorten it or remove it",
+                terminated=terminated,
+                too_long=True,
+            )
             continue
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]

@@ -95,25 +95,35 @@ def load_components(directory: Path = COMPONENTS_DIR) -> Components:
     }
     industries = tuple(
         Industry(
-            name=name, companies=tuple(spec["companies"]), expertise=tuple(spec["expertise"]),
+            name=name,
+            companies=tuple(spec["companies"]),
+            expertise=tuple(spec["expertise"]),
             roles=tuple((title, fam) for fam, titles in spec["roles"].items() for title in titles),
             only_at={title: tuple(orgs) for title, orgs in spec.get("only_at", {}).items()},
         )
         for name, spec in _read(directory, "industries.yaml").items()
     )
     cultures = {
-        name: Culture(given=tuple(spec["given"]), family=tuple(spec["family"]),
-                      family_first=spec.get("order", "given-first") == "family-first")
+        name: Culture(
+            given=tuple(spec["given"]),
+            family=tuple(spec["family"]),
+            family_first=spec.get("order", "given-first") == "family-first",
+        )
         for name, spec in _read(directory, "names.yaml").items()
     }
     cities = tuple(
         City(city=c["city"], country=c["country"], region=region, cultures=tuple(c["cultures"]))
-        for region, entries in _read(directory, "places.yaml").items() for c in entries
+        for region, entries in _read(directory, "places.yaml").items()
+        for c in entries
     )
     contexts = _read(directory, "contexts.yaml")
     components = Components(
-        families=families, industries=industries, cultures=cultures, cities=cities,
-        styles=tuple(_read(directory, "styles.yaml")), templates=tuple(contexts["templates"]),
+        families=families,
+        industries=industries,
+        cultures=cultures,
+        cities=cities,
+        styles=tuple(_read(directory, "styles.yaml")),
+        templates=tuple(contexts["templates"]),
         sizes=tuple(contexts["sizes"]),
     )
     _check(components)
@@ -135,8 +145,14 @@ def _check(c: Components) -> None:
                 raise ValueError(f"industry {ind.name}: only_at {title!r} names an unknown role or organisation type")
     for city in c.cities:
         if not city.cultures or set(city.cultures) - set(c.cultures):
-            raise ValueError(f"city {city.city}: no cultures or unknown ones {sorted(set(city.cultures) - set(c.cultures))}")
-    for label, items in (("style", c.styles), ("city", [x.city for x in c.cities]), ("industry", [i.name for i in c.industries])):
+            raise ValueError(
+                f"city {city.city}: no cultures or unknown ones {sorted(set(city.cultures) - set(c.cultures))}"
+            )
+    for label, items in (
+        ("style", c.styles),
+        ("city", [x.city for x in c.cities]),
+        ("industry", [i.name for i in c.industries]),
+    ):
         if len(set(items)) != len(items):
             raise ValueError(f"duplicate {label} in components")
 
@@ -177,8 +193,10 @@ def _work_context(rng: random.Random, orgs: tuple[str, ...], city: City, c: Comp
     if city.city == city.country:
         template = template.replace(", {country}", "")
     return template.format(
-        org=with_article(org), size_org=with_article(f"{rng.choice(c.sizes)} {org}"),
-        city=city.city, country=city.country,
+        org=with_article(org),
+        size_org=with_article(f"{rng.choice(c.sizes)} {org}"),
+        city=city.city,
+        country=city.country,
     )
 
 
@@ -196,7 +214,9 @@ def _expertise(rng: random.Random, industry: Industry, family: Family) -> list[s
     return from_industry + rng.sample(skills, EXPERTISE_SIZE - len(from_industry))
 
 
-def build_personas(components: Components, *, seed: int = DEFAULT_SEED, count: int = DEFAULT_COUNT) -> list[dict[str, Any]]:
+def build_personas(
+    components: Components, *, seed: int = DEFAULT_SEED, count: int = DEFAULT_COUNT
+) -> list[dict[str, Any]]:
     """``count`` distinct personas from ``components``; the same seed gives the same list."""
     rng = random.Random(seed)
     industries = _Deck(components.industries, rng)
@@ -226,16 +246,18 @@ def build_personas(components: Components, *, seed: int = DEFAULT_SEED, count: i
         slugs.add(slug(name))
         tuples.add(key)
         levels, weights = zip(*family.levels, strict=True)
-        personas.append({
-            "id": f"p-{slug(name)}",
-            "name": name,
-            "role": title,
-            "industry": industry.name,
-            "expertise": _expertise(rng, industry, family),
-            "experience_level": rng.choices(levels, weights=weights, k=1)[0],
-            "communication_style": style,
-            "work_context": context,
-        })
+        personas.append(
+            {
+                "id": f"p-{slug(name)}",
+                "name": name,
+                "role": title,
+                "industry": industry.name,
+                "expertise": _expertise(rng, industry, family),
+                "experience_level": rng.choices(levels, weights=weights, k=1)[0],
+                "communication_style": style,
+                "work_context": context,
+            }
+        )
     return personas
 
 
@@ -245,9 +267,11 @@ def render_yaml(personas: list[dict[str, Any]], *, seed: int, count: int) -> str
     header = [
         f"# Generated by `python -m services.intent.persona_builder --seed {seed} --count {count}` from",
         "# services/intent/catalogs/components/. Edit the components and regenerate; do not edit this file.",
-        f"# {len(personas)} personas, {len({p['industry'] for p in personas})} industries, {len(roles)} roles, "
-        f"{len({p['experience_level'] for p in personas})} experience levels, "
-        f"{len({p['communication_style'] for p in personas})} communication styles.",
+        (
+            f"# {len(personas)} personas, {len({p['industry'] for p in personas})} industries, {len(roles)} roles, "
+            f"{len({p['experience_level'] for p in personas})} experience levels, "
+            f"{len({p['communication_style'] for p in personas})} communication styles."
+        ),
     ]
     lines = [
         "- " + yaml.safe_dump(p, default_flow_style=True, sort_keys=False, allow_unicode=True, width=1 << 20).strip()
@@ -268,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help="personas to compose (default %(default)s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output YAML file, '-' for stdout (default: the catalog)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output YAML file, '-' for stdout (default: the catalog)"
+    )
     parser.add_argument("--components", type=Path, default=COMPONENTS_DIR, help="directory of component lists")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if --out differs from the output")
     args = parser.parse_args(argv)
@@ -289,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: {'up to date' if same else 'differs from the builder output'}", file=sys.stderr)
         return 0 if same else 1
     args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out} ({len(text.encode())} bytes) in {elapsed:.2f}s; {text.splitlines()[2][2:]}", file=sys.stderr)
+    print(
+        f"wrote {args.out} ({len(text.encode())} bytes) in {elapsed:.2f}s; {text.splitlines()[2][2:]}", file=sys.stderr
+    )
     return 0
 
 

@@ -55,4 +55,6 @@ def sample_tuple(catalog: Catalog, seed: int) -> IntentTuple:
             break
         if task.id not in chosen:
             chosen[task.id] = TaskRef(id=task.id, name=task.name, description=task.description, domain=domain.id)
-    return IntentTuple(seed=seed, persona=persona, domains=tuple(domains), tasks=tuple(chosen.values()), complexity=tier.name)
+    return IntentTuple(
+        seed=seed, persona=persona, domains=tuple(domains), tasks=tuple(chosen.values()), complexity=tier.name
+    )

@@ -70,8 +70,9 @@ async def publish_intents(intents: list[Intent], bus: EventBus, run_id: str, sto
 
     try:
         for start in range(0, len(intents), PUBLISH_BATCH):
-            results = await asyncio.gather(*(one(i) for i in intents[start : start + PUBLISH_BATCH]),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(one(i) for i in intents[start : start + PUBLISH_BATCH]), return_exceptions=True
+            )
             failures = [r for r in results if isinstance(r, BaseException)]
             done += len(results) - len(failures)
             if failures:
@@ -84,7 +85,11 @@ async def publish_intents(intents: list[Intent], bus: EventBus, run_id: str, sto
 
 
 async def import_file(
-    path: str | os.PathLike[str], bus: EventBus, run_id: str, *, store: StateStore | None = None,
+    path: str | os.PathLike[str],
+    bus: EventBus,
+    run_id: str,
+    *,
+    store: StateStore | None = None,
     strict: bool = False,
 ) -> ImportReport:
     """Publish the good lines of ``path`` to ``run_id``; the report lists every bad line.

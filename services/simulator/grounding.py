@@ -95,8 +95,11 @@ class WorkspaceInspector:
         try:
             return digest_text(await self.inspect(episode_id))
         except grpc.aio.AioRpcError as exc:
-            self._log(exc.code().name, f"workspace inspection of {episode_id} at {self.address} failed: "
-                      f"{exc.code().name} {exc.details()}{self._hint(exc.code())}")
+            self._log(
+                exc.code().name,
+                f"workspace inspection of {episode_id} at {self.address} failed: "
+                f"{exc.code().name} {exc.details()}{self._hint(exc.code())}",
+            )
             return None
 
     def _hint(self, code: grpc.StatusCode) -> str:

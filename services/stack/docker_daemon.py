@@ -157,18 +157,24 @@ def _dockerd_binary() -> str:
         (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None
     )
     if not found:
-        raise StackError("no Docker daemon answers and `dockerd` is not installed: "
-                         "apt-get install docker.io (or set DOCKER_HOST to a running daemon)")
+        raise StackError(
+            "no Docker daemon answers and `dockerd` is not installed: "
+            "apt-get install docker.io (or set DOCKER_HOST to a running daemon)"
+        )
     return found
 
 
 def _start(host: str, sdir: Path, deadline: float) -> None:
     if not host.startswith("unix://"):
-        raise StackError(f"DOCKER_HOST={host} does not answer; only a local unix-socket daemon "
-                         "is started here. Start that daemon, or unset DOCKER_HOST.")
+        raise StackError(
+            f"DOCKER_HOST={host} does not answer; only a local unix-socket daemon "
+            "is started here. Start that daemon, or unset DOCKER_HOST."
+        )
     if os.geteuid() != 0:
-        raise StackError("no Docker daemon answers and starting dockerd needs root: run "
-                         "`sudo dockerd &` (or rootless Docker) and set DOCKER_HOST if needed")
+        raise StackError(
+            "no Docker daemon answers and starting dockerd needs root: run "
+            "`sudo dockerd &` (or rootless Docker) and set DOCKER_HOST if needed"
+        )
     binary = _dockerd_binary()
     sdir.mkdir(parents=True, exist_ok=True)  # a fresh machine has no state dir yet
     log_path = sdir / f"{NAME}.log"
@@ -186,8 +192,14 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
         started = time.monotonic()
         proc = spawn(argv, log_path=log_path)
         try:
-            wait_until(lambda: _ping(2.0) or _raise("ping returned false"), what="dockerd",
-                       timeout_s=remaining, pid=proc.pid, log_path=log_path, interval_s=0.25)
+            wait_until(
+                lambda: _ping(2.0) or _raise("ping returned false"),
+                what="dockerd",
+                timeout_s=remaining,
+                pid=proc.pid,
+                log_path=log_path,
+                interval_s=0.25,
+            )
         except StackError as exc:
             died = not is_alive(proc.pid)
             stop(proc.pid, timeout_s=5)
@@ -199,8 +211,7 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
             failures.append(f"flags {list(flags)}: {exc}")
             log.warning("dockerd %s exited while starting; trying the next flags", list(flags))
             continue
-        log.info("dockerd answers after %.1fs (pid %d, flags %s)",
-                 time.monotonic() - started, proc.pid, list(flags))
+        log.info("dockerd answers after %.1fs (pid %d, flags %s)", time.monotonic() - started, proc.pid, list(flags))
         ServerRecord(name=NAME, pid=proc.pid, address=host, log_path=str(log_path)).save(sdir)
         if StackSettings().dockerd_flags is None:  # remember what worked on this machine
             FLAGS_PATH.parent.mkdir(parents=True, exist_ok=True)
@@ -229,8 +240,12 @@ def ensure_docker(timeout_s: float = 60) -> str:
                 pass
             elif pid is not None:
                 log.info("dockerd pid %d is starting; waiting for it to answer", pid)
-                wait_until(lambda: _ping(2.0) or _raise("ping returned false"), what="dockerd",
-                           timeout_s=max(1.0, deadline - time.monotonic()), pid=pid)
+                wait_until(
+                    lambda: _ping(2.0) or _raise("ping returned false"),
+                    what="dockerd",
+                    timeout_s=max(1.0, deadline - time.monotonic()),
+                    pid=pid,
+                )
             else:
                 _start(host, state_dir(), deadline)
     summary = str(docker_info())

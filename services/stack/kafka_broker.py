@@ -40,8 +40,7 @@ TEMPLATE_PATH = KAFKA_DEPLOY_DIR / "server.properties.template"
 LOG4J_CONFIG_PATH = KAFKA_DEPLOY_DIR / "log4j2.yaml"
 HOST = "127.0.0.1"
 LOG_OPTS = (f"-Dlog4j2.configurationFile={LOG4J_CONFIG_PATH}", "-Dlog4j2.shutdownHookEnabled=false")
-BROKER_JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
-                   *LOG_OPTS)
+BROKER_JVM_OPTS = ("-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true", *LOG_OPTS)
 TOOL_JVM_OPTS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", *LOG_OPTS)
 MAVEN_TIMEOUT_S = 900.0
 FORMAT_TIMEOUT_S = 120.0
@@ -77,8 +76,7 @@ def _run_maven(output_dir: Path) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError(f"cannot fetch the Kafka jars: `mvn` is not on PATH. {_MAVEN_HINT}")
-    argv = [mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies",
-            f"-DoutputDirectory={output_dir}"]
+    argv = [mvn, "-q", "-B", "-f", str(POM_PATH), "dependency:copy-dependencies", f"-DoutputDirectory={output_dir}"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
@@ -205,9 +203,7 @@ class EmbeddedKafka:
         """What ``ise stack`` should remember to find and stop this broker later."""
         if self.pid is None:
             raise StackError("Kafka is not running")
-        return ServerRecord(
-            self.name, self.pid, self.bootstrap, str(self.log_path), str(self.data_dir)
-        )
+        return ServerRecord(self.name, self.pid, self.bootstrap, str(self.log_path), str(self.data_dir))
 
     def start(self, timeout_s: float = 90.0) -> str:
         """Fetch jars if needed, format storage once, launch, await metadata; return bootstrap."""
@@ -217,12 +213,16 @@ class EmbeddedKafka:
         self._write_config()
         if not (self.log_dirs / "meta.properties").exists():
             self._format_storage(classpath)
-        argv = [java_executable(), *BROKER_JVM_OPTS, "-cp", classpath,
-                "kafka.Kafka", str(self.config_path)]
+        argv = [java_executable(), *BROKER_JVM_OPTS, "-cp", classpath, "kafka.Kafka", str(self.config_path)]
         self._proc = spawn(argv, log_path=self.log_path, cwd=self.data_dir)
         try:
-            wait_until(lambda: probe_kafka(HOST, self.port), what=f"Kafka on {self.bootstrap}",
-                       timeout_s=timeout_s, pid=self._proc.pid, log_path=self.log_path)
+            wait_until(
+                lambda: probe_kafka(HOST, self.port),
+                what=f"Kafka on {self.bootstrap}",
+                timeout_s=timeout_s,
+                pid=self._proc.pid,
+                log_path=self.log_path,
+            )
         except StackError:
             self.stop()
             raise
@@ -246,15 +246,30 @@ class EmbeddedKafka:
 
     def _write_config(self) -> None:
         self.log_dirs.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(TEMPLATE_PATH.read_text().format(
-            node_id=1, port=self.port, controller_port=self.controller_port,
-            log_dirs=self.log_dirs, auto_create_topics=str(self.auto_create_topics).lower(),
-        ))
+        self.config_path.write_text(
+            TEMPLATE_PATH.read_text().format(
+                node_id=1,
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dirs=self.log_dirs,
+                auto_create_topics=str(self.auto_create_topics).lower(),
+            )
+        )
 
     def _format_storage(self, classpath: str) -> None:
-        argv = [java_executable(), *TOOL_JVM_OPTS, "-cp", classpath,
-                "kafka.tools.StorageTool", "format", "--cluster-id", new_cluster_id(),
-                "--config", str(self.config_path), "--ignore-formatted"]
+        argv = [
+            java_executable(),
+            *TOOL_JVM_OPTS,
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            new_cluster_id(),
+            "--config",
+            str(self.config_path),
+            "--ignore-formatted",
+        ]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:

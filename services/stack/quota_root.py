@@ -151,7 +151,8 @@ def dockerd_flags() -> tuple[str, ...]:
     try:
         root = ensure_quota_root()
     except (QuotaRootUnavailable, OSError) as exc:
-        log.warning("Docker's data root stays on the default file system, so workspaces get no total disk "
-                    "quota: %s", exc)
+        log.warning(
+            "Docker's data root stays on the default file system, so workspaces get no total disk quota: %s", exc
+        )
         return ()
     return (f"--data-root={root}", "--storage-driver=btrfs")

@@ -45,29 +45,32 @@ def redis_server_binary() -> str:
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
     )
     if not found:
-        raise StackError("redis-server is not installed: apt-get install redis-server "
-                         "(or point the services at a running Redis)")
+        raise StackError(
+            "redis-server is not installed: apt-get install redis-server (or point the services at a running Redis)"
+        )
     return found
 
 
 def render_config(data_dir: Path, port: int) -> str:
     """The ``redis.conf`` for a loopback-only server keeping its data in ``data_dir``."""
-    return "\n".join([
-        f"bind {HOST}",
-        f"port {port}",
-        "protected-mode no",
-        "daemonize no",
-        "supervised no",
-        'logfile ""',
-        "loglevel notice",
-        "always-show-logo no",
-        f'dir "{data_dir}"',
-        'save ""',
-        "appendonly yes",
-        "appendfsync everysec",
-        "databases 16",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"bind {HOST}",
+            f"port {port}",
+            "protected-mode no",
+            "daemonize no",
+            "supervised no",
+            'logfile ""',
+            "loglevel notice",
+            "always-show-logo no",
+            f'dir "{data_dir}"',
+            'save ""',
+            "appendonly yes",
+            "appendfsync everysec",
+            "databases 16",
+            "",
+        ]
+    )
 
 
 class EmbeddedRedis:
@@ -104,8 +107,9 @@ class EmbeddedRedis:
         """What ``ise stack`` saves to find this server again."""
         if self.pid is None:
             raise StackError("EmbeddedRedis is not running")
-        return ServerRecord(name=NAME, pid=self.pid, address=self.url,
-                            log_path=str(self.log_path), data_dir=str(self.data_dir))
+        return ServerRecord(
+            name=NAME, pid=self.pid, address=self.url, log_path=str(self.log_path), data_dir=str(self.data_dir)
+        )
 
     def start(self, timeout_s: float = 30.0) -> str:
         """Start the server (no-op when it already runs) and return ``redis://127.0.0.1:PORT/0``."""
@@ -118,19 +122,25 @@ class EmbeddedRedis:
         for attempt in range(1, attempts + 1):
             port = self._requested_port or free_port(HOST)
             if port_open(HOST, port):
-                raise StackError(f"cannot start Redis on {HOST}:{port}: something already listens "
-                                 "there (a Redis left running? stop it or pick another port)")
+                raise StackError(
+                    f"cannot start Redis on {HOST}:{port}: something already listens "
+                    "there (a Redis left running? stop it or pick another port)"
+                )
             self.port = port
             self.config_path.write_text(render_config(self.data_dir, port))
             log.info("starting redis-server on %s:%d (data %s)", HOST, port, self.data_dir)
             started = time.monotonic()
-            proc = spawn([binary, str(self.config_path)], log_path=self.log_path,
-                         cwd=self.data_dir)
+            proc = spawn([binary, str(self.config_path)], log_path=self.log_path, cwd=self.data_dir)
             self._proc = proc
             try:
-                wait_until(lambda: self._ping(), what=f"redis-server on port {port}",
-                           timeout_s=max(1.0, deadline - time.monotonic()), pid=proc.pid,
-                           log_path=self.log_path, interval_s=0.05)
+                wait_until(
+                    lambda: self._ping(),
+                    what=f"redis-server on port {port}",
+                    timeout_s=max(1.0, deadline - time.monotonic()),
+                    pid=proc.pid,
+                    log_path=self.log_path,
+                    interval_s=0.05,
+                )
             except StackError:
                 died = not is_alive(proc.pid)
                 self._forget(5)
@@ -139,8 +149,7 @@ class EmbeddedRedis:
                     log.warning("port %d was taken before redis-server bound it; retrying", port)
                     continue
                 raise
-            log.info("redis-server ready at %s in %.2fs (pid %d)", self.url,
-                     time.monotonic() - started, proc.pid)
+            log.info("redis-server ready at %s in %.2fs (pid %d)", self.url, time.monotonic() - started, proc.pid)
             return self.url
         raise StackError("could not start redis-server")  # unreachable: the loop returns or raises
 
@@ -148,8 +157,9 @@ class EmbeddedRedis:
         assert self.port is not None
         # No client-side retries: wait_until polls, and redis-py's default backoff (1-10 s)
         # would turn "not listening yet" into a second-long pause.
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1.0,
-                             socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
+        client = redis.Redis(
+            host=HOST, port=self.port, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+        )
         try:
             if not client.ping():
                 raise StackError("PING did not answer PONG")
@@ -175,8 +185,9 @@ class EmbeddedRedis:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def __repr__(self) -> str:

@@ -69,8 +69,10 @@ def _script_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise StackError(f"workspace image build script not readable: {path}: {exc} "
-                         "(run from a checkout, or set ISE_WORKSPACE_BUILD_SCRIPT)") from exc
+        raise StackError(
+            f"workspace image build script not readable: {path}: {exc} "
+            "(run from a checkout, or set ISE_WORKSPACE_BUILD_SCRIPT)"
+        ) from exc
 
 
 def inputs_sha256(script: Path | None = None) -> str:
@@ -106,8 +108,9 @@ def _why_build(image: Image | None, want: str, rebuild: bool) -> str | None:
         return "a rebuild was asked for"
     have = (image.labels or {}).get(INPUTS_LABEL)
     if have is None:
-        log.warning("image %s has no %s label (not built by build_rootfs.sh); using it as it is",
-                    image.id, INPUTS_LABEL)
+        log.warning(
+            "image %s has no %s label (not built by build_rootfs.sh); using it as it is", image.id, INPUTS_LABEL
+        )
         return None
     if have != want:
         return f"the build inputs changed ({have[:12]} -> {want[:12]})"
@@ -125,8 +128,9 @@ def _run_build(script: bytes, tag: str, timeout_s: float) -> None:
     if shutil.which("debootstrap") is None and not Path("/usr/sbin/debootstrap").exists():
         raise StackError(_advice(tag, "debootstrap is not installed"))
     BUILD_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", prefix="build_rootfs.", suffix=".sh",
-                                     dir=BUILD_LOCK.parent, delete=False) as fh:
+    with tempfile.NamedTemporaryFile(
+        "wb", prefix="build_rootfs.", suffix=".sh", dir=BUILD_LOCK.parent, delete=False
+    ) as fh:
         fh.write(script)
     try:
         _run_snapshot(Path(fh.name), tag, timeout_s)
@@ -137,9 +141,16 @@ def _run_build(script: bytes, tag: str, timeout_s: float) -> None:
 def _run_snapshot(script: Path, tag: str, timeout_s: float) -> None:
     env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin"}
     tail: deque[str] = deque(maxlen=40)
-    proc = subprocess.Popen(["bash", str(script), tag], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            text=True, errors="replace", start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(script), tag],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
 
     def relay() -> None:
         assert proc.stdout is not None
@@ -159,8 +170,7 @@ def _run_snapshot(script: Path, tag: str, timeout_s: float) -> None:
             if elapsed > timeout_s:
                 stop(proc.pid, timeout_s=20)  # SIGTERM lets the script unmount and clean up
                 proc.wait()
-                raise StackError(_advice(tag, f"the build took more than {timeout_s:.0f}s",
-                                         tail)) from None
+                raise StackError(_advice(tag, f"the build took more than {timeout_s:.0f}s", tail)) from None
             log.info("workspace image build still running (%.0fs so far)", elapsed)
     reader.join(timeout=5)
     if proc.returncode != 0:
@@ -179,8 +189,9 @@ def _advice(tag: str, what: str, tail: deque[str] | None = None) -> str:
     )
 
 
-def ensure_workspace_image(tag: str = DEFAULT_TAG, *, rebuild: bool = False,
-                           timeout_s: float = BUILD_TIMEOUT_S) -> ImageInfo:
+def ensure_workspace_image(
+    tag: str = DEFAULT_TAG, *, rebuild: bool = False, timeout_s: float = BUILD_TIMEOUT_S
+) -> ImageInfo:
     """Return the workspace image under ``tag``, building it first only when needed.
 
     Starts the Docker daemon if none answers.  A build takes a few minutes (debootstrap);
@@ -201,17 +212,22 @@ def ensure_workspace_image(tag: str = DEFAULT_TAG, *, rebuild: bool = False,
             if reason is None and image is not None:
                 return _info(image, tag, built=False)
             old_id = image.id if image is not None else None
-            log.info("building workspace image %s because %s; this takes a few minutes",
-                     tag, reason)
+            log.info("building workspace image %s because %s; this takes a few minutes", tag, reason)
             started = time.monotonic()
             _run_build(script, tag, timeout_s)
             built = _current(client, tag)
             if built is None or (built.labels or {}).get(INPUTS_LABEL) != want:
-                raise StackError(_advice(tag, "the build finished but the image or its "
-                                         f"{INPUTS_LABEL} label is not there"))
+                raise StackError(
+                    _advice(tag, f"the build finished but the image or its {INPUTS_LABEL} label is not there")
+                )
             info = _info(built, tag, built=True)
-            log.info("built workspace image %s (%s, %.0f MB) in %.0fs", tag, info.id[:19],
-                     info.size / 1e6, time.monotonic() - started)
+            log.info(
+                "built workspace image %s (%s, %.0f MB) in %.0fs",
+                tag,
+                info.id[:19],
+                info.size / 1e6,
+                time.monotonic() - started,
+            )
             if old_id and old_id != info.id:
                 with contextlib.suppress(APIError, ImageNotFound):
                     client.images.remove(old_id)

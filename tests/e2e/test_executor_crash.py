@@ -43,7 +43,9 @@ async def test_killed_executor_is_replaced_without_duplicated_turns(pipeline_env
     store = StateStore(RedisSettings(url=env["ISE_REDIS_URL"], key_prefix=prefix))
     pipeline.start()
     try:
-        pipeline.start_one("intent", "intent-job", {"ISE_RUN_ID": run_id, "ISE_INTENT_COUNT": "1", "ISE_INTENT_SEED": "3"})
+        pipeline.start_one(
+            "intent", "intent-job", {"ISE_RUN_ID": run_id, "ISE_INTENT_COUNT": "1", "ISE_INTENT_SEED": "3"}
+        )
         episode = await _wait_mid_turn_1(store)
         await asyncio.sleep(2)  # inside the 8 s command of turn 1
         pipeline.kill("executor-0")

@@ -38,7 +38,9 @@ async def _publish_garbage(bootstrap: str, topic: str) -> None:
 def _tool_outputs(record: dict) -> dict[str, tuple[str, str]]:
     """tool_call_id -> (function name, tool message content)."""
     names = {c["id"]: c["function"]["name"] for m in record["messages"] for c in m.get("tool_calls") or []}
-    return {m["tool_call_id"]: (names[m["tool_call_id"]], m["content"]) for m in record["messages"] if m["role"] == "tool"}
+    return {
+        m["tool_call_id"]: (names[m["tool_call_id"]], m["content"]) for m in record["messages"] if m["role"] == "tool"
+    }
 
 
 def _user_model_views(scripted_llm) -> list[str]:
@@ -120,4 +122,3 @@ async def test_pipeline_end_to_end(
     assert stats["tools"]["exec"] >= 3 * len(records)
     assert stats["verified_share"] == 1.0 and stats["role_drift_rate"] == 0.0
     assert sum(stats["domain_x_tool"].values()) >= stats["tools"]["exec"]
-

@@ -28,8 +28,15 @@ FAST = RetryPolicy(attempts=3, base_delay_s=0.05, max_delay_s=0.2, outage_window
 
 
 def turn(run_id: str = "run-a", turn_no: int = 0, **extra: object) -> bytes:
-    event = UserTurn(event_id=f"u{turn_no}", run_id=run_id, producer="test", episode_id=f"ep-{turn_no}",
-                     turn=turn_no, kind="message", content="hi")
+    event = UserTurn(
+        event_id=f"u{turn_no}",
+        run_id=run_id,
+        producer="test",
+        episode_id=f"ep-{turn_no}",
+        turn=turn_no,
+        kind="message",
+        content="hi",
+    )
     return json.dumps({**json.loads(event.model_dump_json()), **extra}).encode()
 
 
@@ -63,7 +70,9 @@ async def until(check: Callable[[], bool], timeout_s: float = 30) -> None:
 async def dead_letters(settings: KafkaSettings, read_topic, expect: int) -> list[DeadLetter]:
     if expect == 0:
         return []
-    return [DeadLetter.model_validate_json(v) for v in await read_topic(settings.bootstrap, settings.topics.dlq, expect)]
+    return [
+        DeadLetter.model_validate_json(v) for v in await read_topic(settings.bootstrap, settings.topics.dlq, expect)
+    ]
 
 
 async def test_a_redis_outage_is_waited_out_not_dead_lettered(kafka_settings: KafkaSettings, read_topic) -> None:
@@ -99,7 +108,9 @@ async def test_fields_of_a_newer_contract_are_ignored_not_dead_lettered(kafka_se
 
     bus = await serve(kafka_settings, handler)
     try:
-        await send(kafka_settings, kafka_settings.topics.turns_user, turn(schema_version=2, priority="high", trace={"id": 1}))
+        await send(
+            kafka_settings, kafka_settings.topics.turns_user, turn(schema_version=2, priority="high", trace={"id": 1})
+        )
         await until(lambda: len(seen) == 1)
     finally:
         await bus.broker.stop()
@@ -133,9 +144,7 @@ async def test_a_message_whose_dead_letter_failed_is_delivered_again(kafka_setti
     assert letter.error_type == "ValueError"
 
 
-async def test_a_run_scoped_consumer_sees_only_its_run_and_starts_at_the_run(
-    stack_endpoints, prefix: str
-) -> None:
+async def test_a_run_scoped_consumer_sees_only_its_run_and_starts_at_the_run(stack_endpoints, prefix: str) -> None:
     base = KafkaSettings(bootstrap=stack_endpoints.kafka_bootstrap, topic_prefix=f"{prefix}.", partitions=2)
     await ensure_topics(base)
     await send(base, base.topics.turns_user, turn("run-b", 7))  # before run-b started: history

@@ -17,11 +17,16 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 ACTIONS = [
-    "archive every log file older than a week", "compress the CSV exports in ~/reports",
-    "list the ten largest files in my home folder", "rename the photos by their EXIF date",
-    "count the lines of Python code in this repo", "back up the Postgres database to S3",
-    "convert these Markdown notes to PDF", "find the git branches already merged into main",
-    "check which ports are listening on this box", "summarise last month's sales spreadsheet",
+    "archive every log file older than a week",
+    "compress the CSV exports in ~/reports",
+    "list the ten largest files in my home folder",
+    "rename the photos by their EXIF date",
+    "count the lines of Python code in this repo",
+    "back up the Postgres database to S3",
+    "convert these Markdown notes to PDF",
+    "find the git branches already merged into main",
+    "check which ports are listening on this box",
+    "summarise last month's sales spreadsheet",
 ]
 DOMAINS = [("files", "File management"), ("data", "Data analysis"), ("ops", "System operations")]
 
@@ -49,8 +54,17 @@ def pool(tmp_path: Path) -> Path:
 
 
 def test_diversity_on_a_small_pool(pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = SimpleNamespace(pool=pool, model=MINILM, batch_size=16, json=tmp_path / "out" / "report.json",
-                           png=tmp_path / "out" / "curve.png", seed=0, sizes=None, paper=True, quiet=True)
+    args = SimpleNamespace(
+        pool=pool,
+        model=MINILM,
+        batch_size=16,
+        json=tmp_path / "out" / "report.json",
+        png=tmp_path / "out" / "curve.png",
+        seed=0,
+        sizes=None,
+        paper=True,
+        quiet=True,
+    )
     assert diversity_cmd.run(args) == 0
     out, err = capsys.readouterr()
     assert "skipped" in err and ":42" in err  # the bad line is named, the rest goes on
@@ -78,15 +92,21 @@ def test_diversity_on_a_small_pool(pool: Path, tmp_path: Path, capsys: pytest.Ca
 def test_empty_pool_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    args = SimpleNamespace(pool=empty, model=MINILM, batch_size=8, json=None, png=None, seed=0, sizes=None,
-                           paper=False, quiet=True)
+    args = SimpleNamespace(
+        pool=empty, model=MINILM, batch_size=8, json=None, png=None, seed=0, sizes=None, paper=False, quiet=True
+    )
     assert diversity_cmd.run(args) == 2
     assert "no usable intents" in capsys.readouterr().err
     assert not list(tmp_path.glob("empty.*.json"))
 
 
 def test_module_entry_point_help() -> None:
-    proc = subprocess.run([sys.executable, "-m", "services.cli.diversity_cmd", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli.diversity_cmd", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Vendi Score" in proc.stdout and "Distinct-N" in proc.stdout and "--png" in proc.stdout

@@ -68,8 +68,9 @@ def test_create_is_idempotent_even_when_racing(backend: DockerWorkspaceBackend) 
     assert backend.get("idem") == first
 
     ids: list[str] = []
-    threads = [threading.Thread(target=lambda: ids.append(backend.create("race", "run-idem").workspace_id))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: ids.append(backend.create("race", "run-idem").workspace_id)) for _ in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -159,10 +160,7 @@ def test_file_size_is_capped(backend: DockerWorkspaceBackend, episode: str) -> N
 def test_no_network_inside(backend: DockerWorkspaceBackend, episode: str) -> None:
     links = backend.exec(episode, "ls /sys/class/net", workdir=None, timeout_s=10)
     assert links.stdout.split() == ["lo"]
-    probe = (
-        "python3 -c \"import socket; s = socket.socket(); s.settimeout(3); "
-        "s.connect(('172.17.0.1', 80))\""
-    )
+    probe = "python3 -c \"import socket; s = socket.socket(); s.settimeout(3); s.connect(('172.17.0.1', 80))\""
     result = backend.exec(episode, probe, workdir=None, timeout_s=10)
     assert result.exit_code != 0
     assert "unreachable" in result.stderr.lower() or "OSError" in result.stderr

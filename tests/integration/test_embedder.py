@@ -25,12 +25,23 @@ REPO = Path(__file__).resolve().parents[2]
 PARAPHRASE = ("How do I reset my password?", "What is the way to change a password I forgot?")
 UNRELATED = ("How do I reset my password?", "The orchestra played Beethoven's ninth symphony last night.")
 _SUBJECTS = [
-    "Please archive", "Can you compress", "I need to delete", "Quickly list", "Help me rename",
-    "Find and count", "Back up", "Sort by size", "Check the permissions of", "Convert to UTF-8",
+    "Please archive",
+    "Can you compress",
+    "I need to delete",
+    "Quickly list",
+    "Help me rename",
+    "Find and count",
+    "Back up",
+    "Sort by size",
+    "Check the permissions of",
+    "Convert to UTF-8",
 ]
 _OBJECTS = [
-    "all log files older than a week", "the CSV exports in ~/reports", "every PNG under ./assets",
-    "the git branches merged into main", "my Downloads folder",
+    "all log files older than a week",
+    "the CSV exports in ~/reports",
+    "every PNG under ./assets",
+    "the git branches merged into main",
+    "my Downloads folder",
 ]
 VARIED = [f"{s} {o}." for s in _SUBJECTS for o in _OBJECTS]  # 50 short, varied requests
 
@@ -38,7 +49,9 @@ VARIED = [f"{s} {o}." for s in _SUBJECTS for o in _OBJECTS]  # 50 short, varied 
 def _resolve_in_subprocess(cache: Path) -> subprocess.Popen[str]:
     code = "from services.dedup.model_assets import resolve_model; print(resolve_model('all-mpnet-base-v2'))"
     env = {**os.environ, "ISE_MODEL_CACHE": str(cache), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +136,7 @@ def test_unknown_name_and_path(minilm: SentenceTransformerEmbedder, tmp_path: Pa
     assert resolve_model("sentence-transformers/all-minilm-l6-v2") == minilm.model_path
     with pytest.raises(model_assets.ModelAssetError, match="pip install"):
         resolve_model("no-such-model")
-    with pytest.raises(model_assets.ModelAssetError, match="modules.json"):
+    with pytest.raises(model_assets.ModelAssetError, match=r"modules\.json"):
         resolve_model(str(tmp_path))
 
 
@@ -150,7 +163,9 @@ def test_bf16_matches_fp32(mpnet: SentenceTransformerEmbedder, cache_env: Path) 
         bf16.close()
     _assert_unit_rows(b, len(VARIED), 768)
     cosines = np.sum(a * b, axis=1)
-    print(f"\nbf16 vs fp32 per-row cosine over {len(VARIED)} sentences: min={cosines.min():.5f} mean={cosines.mean():.5f}")
+    print(
+        f"\nbf16 vs fp32 per-row cosine over {len(VARIED)} sentences: min={cosines.min():.5f} mean={cosines.mean():.5f}"
+    )
     assert cosines.min() >= 0.997
 
 

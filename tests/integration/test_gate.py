@@ -31,9 +31,13 @@ async def mpnet() -> AsyncIterator[Embedder]:
 
 def proposal(intent_id: str, text: str) -> IntentProposed:
     intent = Intent(
-        intent_id=intent_id, text=text, persona=Persona(id="p", name="Ana", role="Analyst", industry="Retail"),
-        domains=[DomainRef(id="file-io", name="File I/O")], tasks=[TaskRef(id="t", name="T", domain="file-io")],
-        complexity="medium", seed=1,
+        intent_id=intent_id,
+        text=text,
+        persona=Persona(id="p", name="Ana", role="Analyst", industry="Retail"),
+        domains=[DomainRef(id="file-io", name="File I/O")],
+        tasks=[TaskRef(id="t", name="T", domain="file-io")],
+        complexity="medium",
+        seed=1,
     )
     return IntentProposed(event_id=f"e-{intent_id}", run_id=RUN, producer="test", intent=intent)
 
@@ -52,14 +56,22 @@ async def test_gate_decisions_and_restart(bus_factory, store, kafka_settings, mp
     await decide_all(gate, [(f"d{i}", b) for i, (_, b) in enumerate(PAIRS["distinct"])])
     await gate.on_proposed(proposal("exact", "  " + PAIRS["paraphrase"][0][0].upper().replace(",", "") + "!!"))
 
-    rejected = {r.intent.intent_id: r for r in map(IntentRejected.model_validate_json,
-                await read_topic(kafka_settings.bootstrap, kafka_settings.topics.intents_rejected, 9))}
+    rejected = {
+        r.intent.intent_id: r
+        for r in map(
+            IntentRejected.model_validate_json,
+            await read_topic(kafka_settings.bootstrap, kafka_settings.topics.intents_rejected, 9),
+        )
+    }
     assert set(rejected) == {f"p{i}b" for i in range(len(firsts))} | {"exact"}
     for i in range(len(firsts)):
         r = rejected[f"p{i}b"]
         assert (r.reason, r.nearest_intent_id) == ("near_duplicate", f"p{i}") and r.similarity >= 0.80
     assert (rejected["exact"].reason, rejected["exact"].nearest_intent_id) == ("exact", "p0")
-    tasks = [TaskReady.model_validate_json(v) for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.tasks, 16)]
+    tasks = [
+        TaskReady.model_validate_json(v)
+        for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.tasks, 16)
+    ]
     assert sorted(t.intent.intent_id for t in tasks) == sorted([i for i, _ in firsts] + [f"d{i}" for i in range(8)])
     progress = await RunProgress(store, RUN).snapshot()
     assert (progress["accepted"], progress["rejected"]) == (16, 9)
@@ -76,7 +88,9 @@ async def test_gate_decisions_and_restart(bus_factory, store, kafka_settings, mp
     rebuilt = await restarted.diversity_report(RUN)
     assert abs(rebuilt["overall"]["q1"] - report["overall"]["q1"]) < 1e-9  # same pool, same Vendi
     await restarted.on_proposed(proposal("late", PAIRS["paraphrase"][3][1] + " Thanks."))
-    after = [IntentRejected.model_validate_json(v) for v in
-             await read_topic(kafka_settings.bootstrap, kafka_settings.topics.intents_rejected, 10)]
+    after = [
+        IntentRejected.model_validate_json(v)
+        for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.intents_rejected, 10)
+    ]
     late = [r for r in after if r.intent.intent_id == "late"]
     assert [(r.reason, r.nearest_intent_id) for r in late] == [("near_duplicate", "p3")]

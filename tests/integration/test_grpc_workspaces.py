@@ -136,14 +136,20 @@ async def test_inspect_lists_what_the_episode_changed(open_address: str) -> None
         assert state.since_start and state.started_unix_ms == empty.started_unix_ms and not state.truncated
         assert state.files[0].path == "out/data bin.csv"  # newest first
         # the commands, oldest first; the executor's own probes (marker, listing) are not recorded
-        assert [(c.command, c.exit_code, c.timed_out) for c in state.commands] == [(hostile, 0, False), (made, 0, False)]
+        assert [(c.command, c.exit_code, c.timed_out) for c in state.commands] == [
+            (hostile, 0, False),
+            (made, 0, False),
+        ]
         assert all(f.changed_unix_ms >= state.started_unix_ms for f in state.files)
 
         assert (await stub.Exec(pb.ExecRequest(episode_id="g3", command="type -t find"))).stdout == "function\n"
         await stub.Exec(pb.ExecRequest(episode_id="g3", command="false"))
         await stub.Exec(pb.ExecRequest(episode_id="g3", command="sleep 30", timeout_s=0.5))
         latest = await stub.Inspect(pb.InspectRequest(episode_id="g3", max_commands=2))
-        assert [(c.command, c.exit_code, c.timed_out) for c in latest.commands] == [("false", 1, False), ("sleep 30", 124, True)]
+        assert [(c.command, c.exit_code, c.timed_out) for c in latest.commands] == [
+            ("false", 1, False),
+            ("sleep 30", 124, True),
+        ]
         assert latest.commands[1].duration_ms >= 500 and latest.commands[1].finished_unix_ms >= latest.started_unix_ms
         assert list((await stub.Inspect(pb.InspectRequest(episode_id="g3", max_commands=0))).commands) == []
 

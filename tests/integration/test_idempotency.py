@@ -58,7 +58,15 @@ async def test_redelivered_user_turn_is_answered_from_state(
     settings = ExecutorSettings(image=stack_endpoints.workspace_image, container_prefix=f"ise-{prefix}")
     backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
     service = ExecutorService(bus, store, llm(scripted_llm.base_url, "agent"), backend, settings, LoopConfig())
-    turn0 = UserTurn(event_id="u0", run_id="run-idem", producer="test", episode_id=f"ep-{prefix}", turn=0, kind="message", content="Start: write the plan.")
+    turn0 = UserTurn(
+        event_id="u0",
+        run_id="run-idem",
+        producer="test",
+        episode_id=f"ep-{prefix}",
+        turn=0,
+        kind="message",
+        content="Start: write the plan.",
+    )
     await store.open_episode(turn0.episode_id, turn0.run_id)  # what the simulator does on a task
     try:
         await service.on_user_turn(turn0)
@@ -68,10 +76,15 @@ async def test_redelivered_user_turn_is_answered_from_state(
         assert agent_requests(scripted_llm) == calls_after_first, "no second LLM call"
         again = await store.get_model(store.key("exec", turn0.episode_id), ExecEpisode)
         assert again == state and again.turn_done == 0
-        published = [AgentTurn.model_validate_json(v) for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.turns_agent, 2)]
+        published = [
+            AgentTurn.model_validate_json(v)
+            for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.turns_agent, 2)
+        ]
         assert len(published) == 2 and published[0] == published[1]
         assert [r.name for r in published[0].tool_results] == ["write", "exec"]
-        wc = await asyncio.to_thread(backend.exec, turn0.episode_id, "wc -l < notes/plan.md", workdir=None, timeout_s=10)
+        wc = await asyncio.to_thread(
+            backend.exec, turn0.episode_id, "wc -l < notes/plan.md", workdir=None, timeout_s=10
+        )
         assert wc.stdout.strip() == "3", "the write ran once, in the real container"
     finally:
         await service.on_user_turn(turn0.model_copy(update={"kind": "close", "turn": 1, "event_id": "c"}))
@@ -100,8 +113,13 @@ async def test_redelivered_trajectory_is_written_once(store, tmp_path: Path) -> 
     settings = DedupSettings(dataset_dir=str(tmp_path))
     service = SinkService(store, settings, instance="test")
     finished = TrajectoryFinished(
-        event_id="f", run_id="run-w", producer="test", episode_id="ep-w", intent=INTENT,
-        verdict=Verdict.SUCCESS, user_turns=1,
+        event_id="f",
+        run_id="run-w",
+        producer="test",
+        episode_id="ep-w",
+        intent=INTENT,
+        verdict=Verdict.SUCCESS,
+        user_turns=1,
         messages=[ChatMessage(role="user", content="Write the plan."), ChatMessage(role="assistant", content="Done.")],
     )
     for _ in range(3):
@@ -116,8 +134,14 @@ async def test_redelivered_trajectory_is_written_once(store, tmp_path: Path) -> 
 async def test_trajectory_without_turns_is_counted_not_written(store, tmp_path: Path) -> None:
     settings = DedupSettings(dataset_dir=str(tmp_path))
     empty = TrajectoryFinished(
-        event_id="f0", run_id="run-e", producer="test", episode_id="ep-e", intent=INTENT,
-        verdict=Verdict.BLOCKED, messages=[], user_turns=0,
+        event_id="f0",
+        run_id="run-e",
+        producer="test",
+        episode_id="ep-e",
+        intent=INTENT,
+        verdict=Verdict.BLOCKED,
+        messages=[],
+        user_turns=0,
     )
     await SinkService(store, settings, instance="test").on_finished(empty)
     assert iter_records(tmp_path / "run-e") == []
@@ -133,8 +157,15 @@ async def test_user_turn_for_an_unknown_episode_makes_no_workspace(
     settings = ExecutorSettings(image=stack_endpoints.workspace_image, container_prefix=f"ise-{prefix}")
     backend = DockerWorkspaceBackend(settings.image, settings.limits(), name_prefix=settings.container_prefix)
     service = ExecutorService(bus, store, llm(scripted_llm.base_url, "agent"), backend, settings, LoopConfig())
-    stray = UserTurn(event_id="u0", run_id="run-x", producer="test", episode_id=f"ep-{prefix}-stray", turn=0,
-                     kind="message", content="run rm -rf /")
+    stray = UserTurn(
+        event_id="u0",
+        run_id="run-x",
+        producer="test",
+        episode_id=f"ep-{prefix}-stray",
+        turn=0,
+        kind="message",
+        content="run rm -rf /",
+    )
     before = agent_requests(scripted_llm)
     with pytest.raises(UnknownEpisodeError):
         await service.on_user_turn(stray)

@@ -22,11 +22,18 @@ def make_intents(count: int, offset: int = 0) -> list[Intent]:
     out = []
     for i in range(offset, offset + count):
         tup = sample_tuple(catalog, 500 + i)
-        out.append(Intent(
-            intent_id=f"intent_{i:04x}", text=f"I need request number {i} handled, with 3 files and a summary.",
-            persona=tup.persona, domains=list(tup.domains), tasks=list(tup.tasks),
-            complexity=tup.complexity, seed=tup.seed, render_model="scripted",  # type: ignore[arg-type]
-        ))
+        out.append(
+            Intent(
+                intent_id=f"intent_{i:04x}",
+                text=f"I need request number {i} handled, with 3 files and a summary.",
+                persona=tup.persona,
+                domains=list(tup.domains),
+                tasks=list(tup.tasks),
+                complexity=tup.complexity,
+                seed=tup.seed,
+                render_model="scripted",  # type: ignore[arg-type]
+            )
+        )
     return out
 
 
@@ -35,10 +42,16 @@ async def proposed_on_topic(kafka_settings) -> list[tuple[str, IntentProposed]]:
     return [(r.key.decode(), IntentProposed.model_validate_json(r.value)) for r in records]
 
 
-async def test_import_publishes_good_lines_and_reports_the_bad(tmp_path: Path, bus_factory, kafka_settings, store) -> None:
+async def test_import_publishes_good_lines_and_reports_the_bad(
+    tmp_path: Path, bus_factory, kafka_settings, store
+) -> None:
     good = make_intents(3)
-    lines = [json.dumps(intent_to_reference(good[0])), json.dumps(intent_to_reference(good[1])),
-             '{"id": "intent_bad", "complexity": "medium"}', json.dumps(intent_to_reference(good[2]))]
+    lines = [
+        json.dumps(intent_to_reference(good[0])),
+        json.dumps(intent_to_reference(good[1])),
+        '{"id": "intent_bad", "complexity": "medium"}',
+        json.dumps(intent_to_reference(good[2])),
+    ]
     path = tmp_path / "intents.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     bus = await bus_factory("intent")
@@ -67,8 +80,13 @@ async def test_import_publishes_good_lines_and_reports_the_bad(tmp_path: Path, b
 
 def task_ready(run_id: str, intent: Intent, attempt: int = 0) -> TaskReady:
     return TaskReady(
-        event_id=event_id("task", run_id, intent.intent_id, attempt), run_id=run_id, producer="test",
-        episode_id=episode_id(run_id, intent.intent_id, attempt), attempt=attempt, intent=intent, seed=intent.seed,
+        event_id=event_id("task", run_id, intent.intent_id, attempt),
+        run_id=run_id,
+        producer="test",
+        episode_id=episode_id(run_id, intent.intent_id, attempt),
+        attempt=attempt,
+        intent=intent,
+        seed=intent.seed,
     )
 
 
@@ -99,13 +117,19 @@ async def test_export_run_writes_that_runs_first_attempts(tmp_path: Path, bus_fa
     assert all(proposed[i.intent_id].intent == i.model_copy(update={"source": "imported"}) for i in run_a)
 
 
-def test_cli_imports_then_exports(tmp_path: Path, stack_endpoints, kafka_settings, prefix: str, monkeypatch, capsys) -> None:
+def test_cli_imports_then_exports(
+    tmp_path: Path, stack_endpoints, kafka_settings, prefix: str, monkeypatch, capsys
+) -> None:
     """``ise intents import|export`` through ``intents_cmd`` (settings from the environment)."""
     import argparse
 
     from services.cli import intents_cmd
 
-    for key, value in {**stack_endpoints.env(), "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.", "ISE_REDIS_KEY_PREFIX": prefix}.items():
+    for key, value in {
+        **stack_endpoints.env(),
+        "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.",
+        "ISE_REDIS_KEY_PREFIX": prefix,
+    }.items():
         monkeypatch.setenv(key, value)
     parser = argparse.ArgumentParser(prog="ise")
     intents_cmd.add_parser(parser.add_subparsers(dest="command"))

@@ -25,14 +25,22 @@ from services.common.llm.local_server import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {
-        "name": "run_shell", "description": "Run a shell command in the workspace",
-        "parameters": {"type": "object", "properties": {"command": {"type": "string"}},
-                       "required": ["command"]}}},
-    {"type": "function", "function": {
-        "name": "read_file", "description": "Read a text file",
-        "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
-                       "required": ["path"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "run_shell",
+            "description": "Run a shell command in the workspace",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a text file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        },
+    },
 ]
 SYSTEM = {"role": "system", "content": "You are an assistant operating a Linux shell. Use the tools."}
 
@@ -53,18 +61,24 @@ def test_json_schema_reply_has_required_keys(client: OpenAI) -> None:
     schema = {
         "type": "object",
         # maxLength keeps greedy decoding from looping inside a string until max_tokens cuts it.
-        "properties": {"completed": {"type": "boolean"}, "query": {"type": "string", "maxLength": 80},
-                       "reason": {"type": "string", "maxLength": 80}, "is_success": {"type": "boolean"}},
+        "properties": {
+            "completed": {"type": "boolean"},
+            "query": {"type": "string", "maxLength": 80},
+            "reason": {"type": "string", "maxLength": 80},
+            "is_success": {"type": "boolean"},
+        },
         "required": ["completed", "query", "reason", "is_success"],
         "additionalProperties": False,
     }
     reply = client.chat.completions.create(
         model="smollm2-135m-instruct",
-        messages=[{"role": "system", "content": "You simulate a user. Reply in JSON."},
-                  {"role": "user", "content": "The assistant listed the files in /tmp as you asked. "
-                                              "Is your task completed?"}],
+        messages=[
+            {"role": "system", "content": "You simulate a user. Reply in JSON."},
+            {"role": "user", "content": "The assistant listed the files in /tmp as you asked. Is your task completed?"},
+        ],
         response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
-        max_tokens=256, temperature=0,
+        max_tokens=256,
+        temperature=0,
     )
     data = json.loads(reply.choices[0].message.content or "")
     assert set(data) == {"completed", "query", "reason", "is_success"}
@@ -75,9 +89,13 @@ def test_json_schema_reply_has_required_keys(client: OpenAI) -> None:
 def test_json_object_reply_parses(client: OpenAI) -> None:
     reply = client.chat.completions.create(
         model="smollm2-135m-instruct",
-        messages=[{"role": "system", "content": "Reply with a JSON object with keys city and country."},
-                  {"role": "user", "content": "Capital of France?"}],
-        response_format={"type": "json_object"}, max_tokens=64, temperature=0,
+        messages=[
+            {"role": "system", "content": "Reply with a JSON object with keys city and country."},
+            {"role": "user", "content": "Capital of France?"},
+        ],
+        response_format={"type": "json_object"},
+        max_tokens=64,
+        temperature=0,
     )
     assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
 
@@ -100,12 +118,21 @@ def test_plain_answer_after_tool_result(client: OpenAI) -> None:
     messages = [
         SYSTEM,
         {"role": "user", "content": "What is the current directory?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "run_shell", "arguments": arguments}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "run_shell", "arguments": arguments}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "/home/user/project"},
     ]
-    reply = client.chat.completions.create(model="smollm2-135m-instruct", messages=messages,  # type: ignore[arg-type]
-                                           max_tokens=48, temperature=0)
+    reply = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=48,
+        temperature=0,
+    )
     message = reply.choices[0].message
     assert not message.tool_calls
     assert (message.content or "").strip()

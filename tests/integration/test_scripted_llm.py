@@ -23,22 +23,60 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS: list[dict[str, Any]] = [
-    {"type": "function", "function": {"name": "exec", "description": "run a shell command", "parameters": {
-        "type": "object", "properties": {"command": {"type": "string"}, "workdir": {"type": "string"},
-                                         "timeout_s": {"type": "number"}}, "required": ["command"]}}},
-    {"type": "function", "function": {"name": "read", "description": "read a file", "parameters": {
-        "type": "object", "properties": {"path": {"type": "string"}, "offset": {"type": "integer"},
-                                         "limit": {"type": "integer"}}, "required": ["path"]}}},
-    {"type": "function", "function": {"name": "write", "description": "write a file", "parameters": {
-        "type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-        "required": ["path", "content"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "exec",
+            "description": "run a shell command",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "command": {"type": "string"},
+                    "workdir": {"type": "string"},
+                    "timeout_s": {"type": "number"},
+                },
+                "required": ["command"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "read",
+            "description": "read a file",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "offset": {"type": "integer"}, "limit": {"type": "integer"}},
+                "required": ["path"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "write",
+            "description": "write a file",
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
+                "required": ["path", "content"],
+            },
+        },
+    },
 ]
 TUPLE: dict[str, Any] = {
-    "persona": {"name": "Ines Duarte", "role": "Clinic Manager", "industry": "Healthcare",
-                "communication_style": "warm but brief", "work_context": "I schedule staff for three clinics."},
+    "persona": {
+        "name": "Ines Duarte",
+        "role": "Clinic Manager",
+        "industry": "Healthcare",
+        "communication_style": "warm but brief",
+        "work_context": "I schedule staff for three clinics.",
+    },
     "domains": [{"name": "Scheduling", "description": "rosters"}],
-    "tasks": [{"name": "Merge Rosters", "description": "", "domain": "Scheduling"},
-              {"name": "Find Gaps", "description": "", "domain": "Scheduling"}],
+    "tasks": [
+        {"name": "Merge Rosters", "description": "", "domain": "Scheduling"},
+        {"name": "Find Gaps", "description": "", "domain": "Scheduling"},
+    ],
     "complexity": "complex",
 }
 
@@ -74,15 +112,23 @@ def post_raw(url: str, data: bytes) -> tuple[int, Any]:
 
 def intent_of(client: openai.OpenAI, intent_tuple: dict[str, Any]) -> openai.types.chat.ChatCompletion:
     content = f"Render this tuple.\n<intent_tuple>{json.dumps(intent_tuple)}</intent_tuple>"
-    return client.chat.completions.create(model="default:intent", messages=[{"role": "user", "content": content}],
-                                          response_format={"type": "json_object"}, temperature=0.7, seed=7)
+    return client.chat.completions.create(
+        model="default:intent",
+        messages=[{"role": "user", "content": content}],
+        response_format={"type": "json_object"},
+        temperature=0.7,
+        seed=7,
+    )
 
 
 def test_agent_tool_calls_round_trip(client: openai.OpenAI) -> None:
-    messages: list[dict[str, Any]] = [{"role": "system", "content": "You are an agent."},
-                                      {"role": "user", "content": "Please plan the report."}]
-    first = client.chat.completions.create(model="default:agent", messages=messages, tools=TOOLS,
-                                           tool_choice="auto", max_tokens=256)
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are an agent."},
+        {"role": "user", "content": "Please plan the report."},
+    ]
+    first = client.chat.completions.create(
+        model="default:agent", messages=messages, tools=TOOLS, tool_choice="auto", max_tokens=256
+    )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
@@ -100,9 +146,13 @@ def test_agent_tool_calls_round_trip(client: openai.OpenAI) -> None:
 
 
 def test_malformed_raw_arguments_come_back_verbatim(client: openai.OpenAI) -> None:
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "done a"},
-                {"role": "user", "content": "b"}, {"role": "assistant", "content": "done b"},
-                {"role": "user", "content": "verify"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "done a"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "done b"},
+        {"role": "user", "content": "verify"},
+    ]
     reply = client.chat.completions.create(model="default:agent", messages=messages, tools=TOOLS)
     read, broken = reply.choices[0].message.tool_calls or []
     assert json.loads(read.function.arguments) == {"path": "notes/plan.md"}
@@ -115,8 +165,10 @@ def test_malformed_raw_arguments_come_back_verbatim(client: openai.OpenAI) -> No
 def test_user_json_mode_reply(client: openai.OpenAI) -> None:
     system = "You play the user.\n<intent>Merge the clinic rosters and find staffing gaps</intent>"
     reply = client.chat.completions.create(
-        model="default:user", response_format={"type": "json_object"},
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Conversation so far: none"}])
+        model="default:user",
+        response_format={"type": "json_object"},
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Conversation so far: none"}],
+    )
     data = json.loads(reply.choices[0].message.content or "")
     assert set(data) == {"completed", "query", "reason", "is_success"}
     assert data["completed"] is False
@@ -137,8 +189,10 @@ def test_intent_without_tuple_is_bad_request(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="default:intent", messages=[{"role": "user", "content": "hi"}])
 
 
-@pytest.mark.parametrize(("model", "hint"), [("nope:agent", "default"), ("default:critic", "intent, user, agent"),
-                                             ("gpt-4o", "<scenario>:<role>")])
+@pytest.mark.parametrize(
+    ("model", "hint"),
+    [("nope:agent", "default"), ("default:critic", "intent, user, agent"), ("gpt-4o", "<scenario>:<role>")],
+)
 def test_unknown_model_is_not_found(client: openai.OpenAI, model: str, hint: str) -> None:
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "x"}])
@@ -147,14 +201,16 @@ def test_unknown_model_is_not_found(client: openai.OpenAI, model: str, hint: str
 
 def test_stream_is_rejected(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="stream"):
-        client.chat.completions.create(model="default:agent", messages=[{"role": "user", "content": "x"}],
-                                       tools=TOOLS, stream=True)
+        client.chat.completions.create(
+            model="default:agent", messages=[{"role": "user", "content": "x"}], tools=TOOLS, stream=True
+        )
 
 
 def test_tool_not_offered_is_bad_request(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="not among the request's tools"):
-        client.chat.completions.create(model="default:agent", messages=[{"role": "user", "content": "x"}],
-                                       tools=TOOLS[:1])
+        client.chat.completions.create(
+            model="default:agent", messages=[{"role": "user", "content": "x"}], tools=TOOLS[:1]
+        )
 
 
 def test_models_health_and_malformed_body(server: ScriptedLLMServer, client: openai.OpenAI) -> None:
@@ -167,8 +223,9 @@ def test_models_health_and_malformed_body(server: ScriptedLLMServer, client: ope
 
 def test_request_log_records_and_resets(server: ScriptedLLMServer, client: openai.OpenAI) -> None:
     assert post_raw(root(server) + "/_scripted/reset", b"")[0] == 200
-    client.chat.completions.create(model="blocked:user", messages=[{"role": "user", "content": "log me"}],
-                                   temperature=0.2, extra_body={"top_k": 5})
+    client.chat.completions.create(
+        model="blocked:user", messages=[{"role": "user", "content": "log me"}], temperature=0.2, extra_body={"top_k": 5}
+    )
     logged = get_json(root(server) + "/_scripted/requests?limit=5")["data"]
     assert len(logged) == 1 and logged[0]["model"] == "blocked:user" and logged[0]["status"] == 200
     assert logged[0]["body"]["messages"] == [{"role": "user", "content": "log me"}]
@@ -179,13 +236,16 @@ def test_request_log_records_and_resets(server: ScriptedLLMServer, client: opena
 
 def test_scripts_dir_and_extends(tmp_path: Path) -> None:
     (tmp_path / "custom.yaml").write_text(
-        "extends: endless\nagent:\n  turns: []\n  fallback:\n    content: custom {turn} {ep}\n")
+        "extends: endless\nagent:\n  turns: []\n  fallback:\n    content: custom {turn} {ep}\n"
+    )
     with ScriptedLLMServer(scripts_dirs=[tmp_path]) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
         reply = client.chat.completions.create(model="custom:agent", messages=[{"role": "user", "content": "e"}])
         assert reply.choices[0].message.content == f"custom 0 {hashlib.sha256(b'e').hexdigest()[:8]}"
-        user = client.chat.completions.create(model="custom:user", messages=[{"role": "user", "content": "e"}] +
-                                              [{"role": "assistant", "content": "{}"}] * 9)
+        user = client.chat.completions.create(
+            model="custom:user",
+            messages=[{"role": "user", "content": "e"}] + [{"role": "assistant", "content": "{}"}] * 9,
+        )
         assert json.loads(user.choices[0].message.content or "")["completed"] is False
 
 
@@ -193,19 +253,27 @@ async def test_async_client(server: ScriptedLLMServer) -> None:
     client = openai.AsyncOpenAI(base_url=server.base_url, api_key="scripted", max_retries=0, timeout=10)
     try:
         reply = await client.chat.completions.create(
-            model="endless:user", response_format={"type": "json_object"},
-            messages=[{"role": "user", "content": "x"}] + [{"role": "assistant", "content": "{}"}] * 5)
+            model="endless:user",
+            response_format={"type": "json_object"},
+            messages=[{"role": "user", "content": "x"}] + [{"role": "assistant", "content": "{}"}] * 5,
+        )
         assert json.loads(reply.choices[0].message.content or "")["completed"] is False
-        agent = await client.chat.completions.create(model="default:agent", tools=TOOLS,
-                                                     messages=[{"role": "user", "content": "go"}])
+        agent = await client.chat.completions.create(
+            model="default:agent", tools=TOOLS, messages=[{"role": "user", "content": "go"}]
+        )
         assert agent.choices[0].message.tool_calls[0].function.name == "write"  # type: ignore[index]
     finally:
         await client.close()
 
 
 def test_standalone_cli_serves_until_sigterm() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "services.common.llm.scripted_server", "--port", "0"],
-                            cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.common.llm.scripted_server", "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         base_url = (proc.stdout.readline() if proc.stdout else "").strip()
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")

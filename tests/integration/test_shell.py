@@ -44,13 +44,17 @@ def episode(backend: DockerWorkspaceBackend) -> Iterator[str]:
     backend.close(episode_id)
 
 
-def run(backend: DockerWorkspaceBackend, episode: str, command: str, *, workdir: str | None = None, timeout_s: float = 10):
+def run(
+    backend: DockerWorkspaceBackend, episode: str, command: str, *, workdir: str | None = None, timeout_s: float = 10
+):
     return backend.exec(episode, command, workdir=workdir, timeout_s=timeout_s)
 
 
 def test_cd_export_and_functions_persist(backend: DockerWorkspaceBackend, episode: str) -> None:
     assert run(backend, episode, "pwd").stdout == "/workspace\n"
-    first = run(backend, episode, "mkdir -p proj/src && cd proj && export GREETING='hi there' && x=5 && f() { echo f$1; }")
+    first = run(
+        backend, episode, "mkdir -p proj/src && cd proj && export GREETING='hi there' && x=5 && f() { echo f$1; }"
+    )
     assert first.exit_code == 0 and first.stderr == ""
     again = run(backend, episode, 'pwd; echo "$GREETING $x"; f 1; bash -c \'echo "child:$GREETING"\'')
     assert again.stdout == "/workspace/proj\nhi there 5\nf1\nchild:hi there\n"
@@ -114,7 +118,9 @@ def test_fork_bomb_is_contained(backend: DockerWorkspaceBackend, episode: str) -
 
 
 def test_stdin_readers_return_at_once(backend: DockerWorkspaceBackend, episode: str) -> None:
-    result = run(backend, episode, "cat; read -r line; echo rc=$?; python3 -c 'import sys; print(len(sys.stdin.read()))'")
+    result = run(
+        backend, episode, "cat; read -r line; echo rc=$?; python3 -c 'import sys; print(len(sys.stdin.read()))'"
+    )
     assert result.stdout == "rc=1\n0\n" and not result.timed_out and result.duration_ms < 3000
 
 
@@ -122,7 +128,7 @@ def test_exit_and_a_dead_shell_do_not_break_the_episode(backend: DockerWorkspace
     run(backend, episode, "cd /tmp && export E=1 && y=2")
     code = run(backend, episode, "echo before; exit 3; echo never")
     assert (code.exit_code, code.stdout, code.stderr) == (3, "before\n", "")
-    assert run(backend, episode, 'pwd; echo $E $y').stdout == "/tmp\n1 2\n", "exit ends the call, not the shell"
+    assert run(backend, episode, "pwd; echo $E $y").stdout == "/tmp\n1 2\n", "exit ends the call, not the shell"
     assert run(backend, episode, "(exit 4)").exit_code == 4
     assert run(backend, episode, "set -e; false; echo never").exit_code == 1
     restored = run(backend, episode, 'pwd; echo "$E"; false; echo still')
@@ -151,10 +157,9 @@ def test_two_episodes_run_concurrently_apart(backend: DockerWorkspaceBackend) ->
     def work(episode_id: str) -> None:
         backend.create(episode_id, "run-shell")
         run(backend, episode_id, f"export WHO={episode_id}; echo {episode_id} > /workspace/mine.txt; cd /workspace")
-        out = []
-        for _ in range(20):
-            out.append(run(backend, episode_id, 'echo "$WHO:$(cat mine.txt)"; sleep 0.01').stdout)
-        results[episode_id] = out
+        results[episode_id] = [
+            run(backend, episode_id, 'echo "$WHO:$(cat mine.txt)"; sleep 0.01').stdout for _ in range(20)
+        ]
 
     threads = [threading.Thread(target=work, args=(episode_id,)) for episode_id in ids]
     started = time.monotonic()

@@ -73,6 +73,8 @@ def test_symlinks_fifos_and_a_dead_driver(backend: DockerWorkspaceBackend, episo
     with pytest.raises(FileOpError, match="not a regular file"):
         backend.read_file(episode, "pipe", max_bytes=10)  # would block forever if opened
     api = backend.client.api  # the agent cannot kill the root driver: the host does
-    api.exec_start(api.exec_create(backend.container_name(episode), ["pkill", "-f", "m shell_driver"], user="root")["Id"])
+    api.exec_start(
+        api.exec_create(backend.container_name(episode), ["pkill", "-f", "m shell_driver"], user="root")["Id"]
+    )
     assert backend.read_file(episode, "real/conf", max_bytes=10) == (b"v2\n", False)
     assert sh(backend, episode, "stat -c %U real/conf link") == "agent\nagent\n", "written as the agent"

@@ -15,10 +15,13 @@ from services.simulator.settings import SimulatorSettings
 from services.simulator.user_model import UserModel
 
 INTENT = Intent(
-    intent_id="intent_hasty", text="I need a plan for the Q3 stock count across our 3 warehouses.",
+    intent_id="intent_hasty",
+    text="I need a plan for the Q3 stock count across our 3 warehouses.",
     persona=Persona(id="p", name="Ana", role="Analyst", industry="Retail"),
-    domains=[DomainRef(id="file-io", name="File I/O")], tasks=[TaskRef(id="t", name="Plan", domain="file-io")],
-    complexity="simple", seed=2,
+    domains=[DomainRef(id="file-io", name="File I/O")],
+    tasks=[TaskRef(id="t", name="Plan", domain="file-io")],
+    complexity="simple",
+    seed=2,
 )
 
 
@@ -28,7 +31,9 @@ async def test_drift_is_regenerated_and_success_waits_for_verification(
     bus = await bus_factory("simulator")
     llm = LLMClient(LLMSettings(base_url=scripted_llm.base_url, model="hasty:user", max_retries=0), "user")
     service = SimulatorService(bus, store, UserModel(llm, drift_retries=2), SimulatorSettings())
-    await service.on_task(TaskReady(event_id="t", run_id="run-h", producer="test", episode_id="ep-h", intent=INTENT, seed=2))
+    await service.on_task(
+        TaskReady(event_id="t", run_id="run-h", producer="test", episode_id="ep-h", intent=INTENT, seed=2)
+    )
     for turn in range(3):
         await service.on_agent_turn(
             AgentTurn(event_id=f"a{turn}", run_id="run-h", producer="test", episode_id="ep-h", turn=turn, reply="Done.")
@@ -40,8 +45,13 @@ async def test_drift_is_regenerated_and_success_waits_for_verification(
     assert "verify" in queries[2] or "check" in queries[2] or "confirm" in queries[2]  # inserted by the simulator
     assert state.verification_asked and state.verdict is Verdict.SUCCESS and len(queries) == 3
 
-    turns = [UserTurn.model_validate_json(v) for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.turns_user, 4)]
+    turns = [
+        UserTurn.model_validate_json(v)
+        for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.turns_user, 4)
+    ]
     assert [t.kind for t in sorted(turns, key=lambda t: t.turn)] == ["message", "message", "message", "close"]
-    (finished,) = [TrajectoryFinished.model_validate_json(v) for v in
-                   await read_topic(kafka_settings.bootstrap, kafka_settings.topics.trajectories_finished, 1)]
+    (finished,) = [
+        TrajectoryFinished.model_validate_json(v)
+        for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.trajectories_finished, 1)
+    ]
     assert finished.verification_asked and finished.role_drift_messages == 1

@@ -87,8 +87,14 @@ def test_workspace_image_has_the_tools_without_network(workspace_image: ImageInf
     try:
         out = client.containers.run(
             workspace_image.tag,
-            ["bash", "-lc", "python3 --version; git --version; jq --version; "
-             "curl --version | head -1; pwd; id -u agent; getent passwd agent | cut -d: -f6"],
+            [
+                "bash",
+                "-lc",
+                (
+                    "python3 --version; git --version; jq --version; "
+                    "curl --version | head -1; pwd; id -u agent; getent passwd agent | cut -d: -f6"
+                ),
+            ],
             network_mode="none",
             remove=True,
         ).decode()

@@ -69,13 +69,10 @@ async def test_topic_keyed_roundtrip_and_idempotent_producer(broker: EmbeddedKaf
     partitions = await create_topic(broker.bootstrap, topic, PARTITIONS)
     assert len(partitions) == PARTITIONS
 
-    producer = AIOKafkaProducer(
-        bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all"
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        sent = [await producer.send_and_wait(topic, key=b"episode-1", value=f"turn-{i}".encode())
-                for i in range(5)]
+        sent = [await producer.send_and_wait(topic, key=b"episode-1", value=f"turn-{i}".encode()) for i in range(5)]
     finally:
         await producer.stop()
     assert len({meta.partition for meta in sent}) == 1, "one key must stay on one partition"

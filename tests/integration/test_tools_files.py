@@ -74,8 +74,13 @@ def test_schemas_cover_every_tool_and_forbid_extras() -> None:
 def test_edit_replaces_exactly_once_and_returns_a_diff(toolbox: Toolbox) -> None:
     put(toolbox, "pkg/io.py", SOURCE)
     sh(toolbox, "chmod 755 pkg/io.py")
-    out = call(toolbox, "edit", path="pkg/io.py", old_string="return open(path).read()",
-               new_string="with open(path) as f:\n        return f.read()")
+    out = call(
+        toolbox,
+        "edit",
+        path="pkg/io.py",
+        old_string="return open(path).read()",
+        new_string="with open(path) as f:\n        return f.read()",
+    )
     assert out.meta.ok and out.meta.error is None and out.meta.name == "edit"
     assert out.wrote == "pkg/io.py"
     assert "--- a/pkg/io.py" in out.content and "+++ b/pkg/io.py" in out.content
@@ -105,8 +110,9 @@ def test_edit_refuses_zero_or_ambiguous_matches_and_leaves_the_file(toolbox: Too
     assert not twice.meta.ok and "occurs 2 times" in twice.content and "add surrounding lines" in twice.content
     assert content(toolbox, "amb.py") == SOURCE
 
-    both = call(toolbox, "edit", path="amb.py", old_string="open(path", new_string="open(str(path)",
-                expected_replacements=2)
+    both = call(
+        toolbox, "edit", path="amb.py", old_string="open(path", new_string="open(str(path)", expected_replacements=2
+    )
     assert both.meta.ok and "2 replacements" in both.content and both.wrote == "amb.py"
     assert content(toolbox, "amb.py") == SOURCE.replace("open(path", "open(str(path)")
 
@@ -130,8 +136,11 @@ def test_edit_errors_for_missing_binary_and_bad_arguments(toolbox: Toolbox) -> N
 
 
 def test_ls_lists_types_and_sizes_sorted_with_depth(toolbox: Toolbox) -> None:
-    sh(toolbox, "mkdir -p tree/sub/deeper/deepest && printf 12345 > tree/b.txt && printf x > tree/sub/a.txt"
-                " && printf yy > tree/sub/deeper/c.txt && touch tree/sub/deeper/deepest/d && ln -s b.txt tree/link")
+    sh(
+        toolbox,
+        "mkdir -p tree/sub/deeper/deepest && printf 12345 > tree/b.txt && printf x > tree/sub/a.txt"
+        " && printf yy > tree/sub/deeper/c.txt && touch tree/sub/deeper/deepest/d && ln -s b.txt tree/link",
+    )
     flat = call(toolbox, "ls", path="tree")
     assert flat.meta.ok, flat.content
     rows = flat.content.splitlines()
@@ -181,7 +190,9 @@ def test_search_finds_matches_with_line_numbers_glob_and_case(toolbox: Toolbox) 
     assert py.content.splitlines() == ["src/deep/util.py:1: def main_helper(): pass"]
     anycase = call(toolbox, "search", pattern="main", path="src", ignore_case=True)
     assert [line.split(":")[0] for line in anycase.content.splitlines()] == [
-        "src/app.py", "src/deep/util.py", "src/notes.md"
+        "src/app.py",
+        "src/deep/util.py",
+        "src/notes.md",
     ]
     literal = call(toolbox, "search", pattern="os.getcwd()", literal=True, path="src")
     assert literal.content == "src/app.py:4:     return os.getcwd()"
@@ -225,8 +236,11 @@ def test_unknown_or_wrong_arguments_are_tool_errors(toolbox: Toolbox) -> None:
 
 def test_the_agents_shell_state_cannot_break_the_tools(toolbox: Toolbox) -> None:
     put(toolbox, "state/x.txt", "needle\n")
-    sh(toolbox, "cd /tmp; alias grep='echo hijacked'; grep() { echo hijacked; }; export -f grep; "
-                "find() { echo hijacked; }; export GREP_COLORS='mt=01;31' PATH=/nonexistent:$PATH")
+    sh(
+        toolbox,
+        "cd /tmp; alias grep='echo hijacked'; grep() { echo hijacked; }; export -f grep; "
+        "find() { echo hijacked; }; export GREP_COLORS='mt=01;31' PATH=/nonexistent:$PATH",
+    )
     out = call(toolbox, "search", pattern="needle", path="state")
     assert out.content == "state/x.txt:1: needle"
     assert call(toolbox, "ls", path="state").content.splitlines()[1].split() == ["file", "7", "x.txt"]

@@ -31,8 +31,7 @@ def test_two_writers_sharing_a_folder_write_each_episode_once(tmp_path: Path) ->
     wrote: list[bool] = []
 
     def work(writer: DatasetWriter) -> None:
-        for ep in episodes:
-            wrote.append(writer.write("run-1", ep, record(ep)))
+        wrote.extend(writer.write("run-1", ep, record(ep)) for ep in episodes)
 
     threads = [threading.Thread(target=work, args=(w,)) for w in writers for _ in range(4)]
     for t in threads:

@@ -21,28 +21,45 @@ from services.dedup.stats import dataset_stats, iter_records, save_stats, write_
 from services.intent.jsonl_io import MAX_LINE_BYTES, read_intents, read_json_lines
 from services.intent.transfer import PublishInterrupted, publish_intents
 
-FOREIGN = {"messages": [
-    {"role": "system", "content": "You are helpful."},
-    {"role": "user", "content": "List my files."},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}},
-        {"id": "c2", "type": "function", "function": {"name": "exec", "arguments": "{\"command\": \"ls\"}"}}]},
-    {"role": "tool", "tool_call_id": "c1", "content": "a b"},
-    {"role": "tool", "tool_call_id": "c2", "content": "a b"},
-    {"role": "assistant", "content": "a and b."},
-    {"role": "user", "content": "Thanks."},
-]}
+FOREIGN = {
+    "messages": [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "List my files."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "ls", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "exec", "arguments": '{"command": "ls"}'}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "a b"},
+        {"role": "tool", "tool_call_id": "c2", "content": "a b"},
+        {"role": "assistant", "content": "a and b."},
+        {"role": "user", "content": "Thanks."},
+    ]
+}
 
 
 def ours(verdict: str = "success", exit_code: int = 0) -> dict:
     return {
         "messages": FOREIGN["messages"],
         "metadata": {
-            "verdict": verdict, "verification_asked": True,
-            "intent": {"complexity": "simple", "domains": [{"id": "files", "name": "Files"}],
-                       "tasks": [{"id": "t1", "name": "List"}]},
-            "counts": {"user_turns": 2, "messages": 7, "tool_calls": 2, "unique_tools": 2,
-                       "role_drift_messages": 1, "role_drift_regenerations": 1},
+            "verdict": verdict,
+            "verification_asked": True,
+            "intent": {
+                "complexity": "simple",
+                "domains": [{"id": "files", "name": "Files"}],
+                "tasks": [{"id": "t1", "name": "List"}],
+            },
+            "counts": {
+                "user_turns": 2,
+                "messages": 7,
+                "tool_calls": 2,
+                "unique_tools": 2,
+                "role_drift_messages": 1,
+                "role_drift_regenerations": 1,
+            },
             "tool_results": [{"name": "ls", "exit_code": 0}, {"name": "exec", "exit_code": exit_code}],
         },
     }
@@ -64,13 +81,17 @@ def shard(run: Path, lines: list[object], tail: str = "") -> Path:
 
 # ---------------------------------------------------------------- ise stats
 
+
 def test_stats_on_our_records_keeps_the_table_and_json(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run-1"
     shard(run, [ours(), ours("failed", 3)])
     (run / "stats.json").write_text(json.dumps({"run_id": "run-1", "trajectories": 99}))
     code, out, err = stats_cli(run, capsys)
     assert code == 0 and err == ""
-    assert "trajectories                       2" in out and "verdicts                           success 1, failed 1" in out
+    assert (
+        "trajectories                       2" in out
+        and "verdicts                           success 1, failed 1" in out
+    )
     assert "without ISE metadata" not in out and f"saved as {run / 'stats.json'}" in out
     saved = json.loads((run / "stats.json").read_text())
     assert saved["run_id"] == "run-1" and saved["trajectories"] == 2  # what `ise run` added is kept
@@ -101,15 +122,18 @@ def test_stats_on_a_single_file_saves_next_to_it(tmp_path: Path, capsys) -> None
     assert json.loads((tmp_path / "data.stats.json").read_text())["trajectories"] == 1
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"not json\n", "x-00000.jsonl:2: not valid JSON"),
-    (b'{"messages": [{"role": "user", "content": "\xff"}]}\n', "x-00000.jsonl:2: not UTF-8"),
-    (b'{"conversations": [{"from": "human"}]}\n', 'no "messages" list (its keys: conversations)'),
-    (b'[1, 2]\n', "expected a JSON object, got a list"),
-    (b'{"messages": [{"content": "no role"}]}\n', "messages[0].role: Field required"),
-    (b'{"messages": [], "metadata": {"counts": {}}}\n', "metadata.verdict: Field required"),
-    (b'{"messages": [], "metadata": {"verdict": "x", "counts": "3", "intent": {}}}\n', "metadata.counts"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"not json\n", "x-00000.jsonl:2: not valid JSON"),
+        (b'{"messages": [{"role": "user", "content": "\xff"}]}\n', "x-00000.jsonl:2: not UTF-8"),
+        (b'{"conversations": [{"from": "human"}]}\n', 'no "messages" list (its keys: conversations)'),
+        (b"[1, 2]\n", "expected a JSON object, got a list"),
+        (b'{"messages": [{"content": "no role"}]}\n', "messages[0].role: Field required"),
+        (b'{"messages": [], "metadata": {"counts": {}}}\n', "metadata.verdict: Field required"),
+        (b'{"messages": [], "metadata": {"verdict": "x", "counts": "3", "intent": {}}}\n', "metadata.counts"),
+    ],
+)
 def test_stats_names_file_and_line_of_an_unknown_shape(tmp_path: Path, capsys, content: bytes, problem: str) -> None:
     run = tmp_path / "run"
     path = shard(run, [FOREIGN])
@@ -139,12 +163,15 @@ def test_stats_skips_a_torn_last_line_with_a_warning(tmp_path: Path, capsys) -> 
     assert stats_cli(run, capsys)[0] == 0
 
 
-@pytest.mark.parametrize("setup, expect", [
-    (lambda d: d / "missing", "missing: no such file or folder"),
-    (lambda d: d, "holds no trajectories-*.jsonl shards (it is empty)"),
-    (lambda d: (d / "a.jsonl").write_text("{}\n") and d, "holds other .jsonl files: to read one, pass its path"),
-    (lambda d: shard(d / "run-7", [FOREIGN]) and d, "holds run folders: pass one of them"),
-])
+@pytest.mark.parametrize(
+    "setup, expect",
+    [
+        (lambda d: d / "missing", "missing: no such file or folder"),
+        (lambda d: d, "holds no trajectories-*.jsonl shards (it is empty)"),
+        (lambda d: (d / "a.jsonl").write_text("{}\n") and d, "holds other .jsonl files: to read one, pass its path"),
+        (lambda d: shard(d / "run-7", [FOREIGN]) and d, "holds run folders: pass one of them"),
+    ],
+)
 def test_stats_on_a_folder_without_shards_says_what_to_pass(tmp_path: Path, capsys, setup, expect: str) -> None:
     folder = tmp_path / "f"
     folder.mkdir()
@@ -173,27 +200,34 @@ def test_write_stats_of_a_run_without_shards_is_all_zeros(tmp_path: Path) -> Non
 
 # ---------------------------------------------------------------- ise run options, error mapping
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--intents", "0"], "argument --intents: must be 1 or more, not 0"),
-    (["run", "--intents", "-4"], "argument --intents: must be 1 or more, not -4"),
-    (["run", "--intents", "many"], "argument --intents: expected an integer, not 'many'"),
-    (["run", "--max-turns", "0"], "argument --max-turns: must be 1 or more, not 0"),
-    (["run", "--timeout", "0"], "argument --timeout: must be more than 0, not 0"),
-    (["run", "--timeout", "inf"], "argument --timeout: expected a finite number"),
-    (["run", "--run-id", "../etc"], "argument --run-id: '../etc' is not a usable run id"),
-    (["intents", "import", "f.jsonl", "--run-id", "a/b"], "is not a usable run id"),
-    (["intents", "export", "--run-id", "", "--out", "x"], "is not a usable run id"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--intents", "0"], "argument --intents: must be 1 or more, not 0"),
+        (["run", "--intents", "-4"], "argument --intents: must be 1 or more, not -4"),
+        (["run", "--intents", "many"], "argument --intents: expected an integer, not 'many'"),
+        (["run", "--max-turns", "0"], "argument --max-turns: must be 1 or more, not 0"),
+        (["run", "--timeout", "0"], "argument --timeout: must be more than 0, not 0"),
+        (["run", "--timeout", "inf"], "argument --timeout: expected a finite number"),
+        (["run", "--run-id", "../etc"], "argument --run-id: '../etc' is not a usable run id"),
+        (["intents", "import", "f.jsonl", "--run-id", "a/b"], "is not a usable run id"),
+        (["intents", "export", "--run-id", "", "--out", "x"], "is not a usable run id"),
+    ],
+)
 def test_option_values_are_checked_by_argparse(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("exc, code", [
-    (ConfigError("bad input: fix X"), 2),
-    (TransientError("broker away: retry"), 1),
-])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (ConfigError("bad input: fix X"), 2),
+        (TransientError("broker away: retry"), 1),
+    ],
+)
 def test_ise_errors_print_one_line_and_exit_status(monkeypatch, capsys, exc: Exception, code: int) -> None:
     def fail(args: object) -> int:
         raise exc
@@ -224,8 +258,11 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch) -> None:
 
 # ---------------------------------------------------------------- ise intents import (no publishing)
 
+
 def intent_lines(count: int) -> list[str]:
-    return [json.dumps({"id": f"intent_{i}", "natural_language_intent": f"Please tidy folder {i}."}) for i in range(count)]
+    return [
+        json.dumps({"id": f"intent_{i}", "natural_language_intent": f"Please tidy folder {i}."}) for i in range(count)
+    ]
 
 
 def test_oversized_line_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
@@ -258,8 +295,13 @@ def test_unterminated_oversized_last_line_is_one_error(tmp_path: Path) -> None:
 
 
 def import_args(path: Path, **flags: object) -> SimpleNamespace:
-    return SimpleNamespace(intents_action="import", file=path, run_id=flags.get("run_id"),
-                           strict=bool(flags.get("strict")), dry_run=bool(flags.get("dry_run")))
+    return SimpleNamespace(
+        intents_action="import",
+        file=path,
+        run_id=flags.get("run_id"),
+        strict=bool(flags.get("strict")),
+        dry_run=bool(flags.get("dry_run")),
+    )
 
 
 def test_dry_run_and_strict_agree_and_publish_nothing(tmp_path: Path, capsys, monkeypatch) -> None:

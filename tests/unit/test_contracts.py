@@ -47,11 +47,16 @@ EVENTS = [
         episode_id="ep-1",
         turn=0,
         reply="done",
-        messages=[ChatMessage(role="assistant", tool_calls=[CALL]), ChatMessage(role="tool", tool_call_id="c1", name="exec", content="x")],
+        messages=[
+            ChatMessage(role="assistant", tool_calls=[CALL]),
+            ChatMessage(role="tool", tool_call_id="c1", name="exec", content="x"),
+        ],
         tool_results=[ToolResultMeta(tool_call_id="c1", name="exec", ok=False, exit_code=2)],
     ),
     TrajectoryFinished(**ENV, episode_id="ep-1", intent=INTENT, verdict=Verdict.SUCCESS, messages=[]),
-    DeadLetter(**ENV, source_topic="ise.tasks", consumer="simulator", error_type="ContractError", error="bad", payload="{"),
+    DeadLetter(
+        **ENV, source_topic="ise.tasks", consumer="simulator", error_type="ContractError", error="bad", payload="{"
+    ),
 ]
 
 

@@ -24,8 +24,10 @@ def _pool(n: int = 120, d: int = 24) -> tuple[list[str], np.ndarray, list[dict[s
     x = rng.standard_normal((n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     texts = [f"please archive report {i % 17} for team {i % 5}" for i in range(n)]
-    labels = [{"domain": ["files", "data"][: 1 + i % 2], "complexity": ("simple", "medium", "complex")[i % 3]}
-              for i in range(n)]
+    labels = [
+        {"domain": ["files", "data"][: 1 + i % 2], "complexity": ("simple", "medium", "complex")[i % 3]}
+        for i in range(n)
+    ]
     return texts, x, labels
 
 

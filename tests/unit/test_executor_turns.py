@@ -14,13 +14,20 @@ LOGIC = TurnLogic(Stamp("test"), "You are an agent.", ({"type": "function", "fun
 
 
 def user(turn: int, kind: str = "message", run: str = "run-1") -> UserTurn:
-    return UserTurn(event_id=f"u{turn}", run_id=run, producer="sim", episode_id="ep-1", turn=turn, kind=kind,
-                    content=f"step {turn}")
+    return UserTurn(
+        event_id=f"u{turn}", run_id=run, producer="sim", episode_id="ep-1", turn=turn, kind=kind, content=f"step {turn}"
+    )
 
 
 @pytest.mark.parametrize(
     ("turn", "registered", "action"),
-    [(0, "run-1", "execute"), (0, None, "unknown"), (0, "run-2", "unknown"), (2, "run-1", "lost"), (2, None, "unknown")],
+    [
+        (0, "run-1", "execute"),
+        (0, None, "unknown"),
+        (0, "run-2", "unknown"),
+        (2, "run-1", "lost"),
+        (2, None, "unknown"),
+    ],
 )
 def test_a_turn_without_state_runs_only_for_an_episode_the_simulator_opened(turn, registered, action) -> None:
     assert LOGIC.classify(None, user(turn), registered) == action
@@ -28,7 +35,9 @@ def test_a_turn_without_state_runs_only_for_an_episode_the_simulator_opened(turn
 
 def test_turns_advance_one_by_one_and_redeliveries_get_the_same_answer() -> None:
     state = LOGIC.begin(user(0))
-    first = LOGIC.answered(state, user(0), TurnOutput(reply="ok", messages=[ChatMessage(role="assistant", content="ok")]), 5)
+    first = LOGIC.answered(
+        state, user(0), TurnOutput(reply="ok", messages=[ChatMessage(role="assistant", content="ok")]), 5
+    )
     assert state.turn_done == 0 and state.last_turn == first
     assert [m.role for m in state.messages] == ["system", "user", "assistant"]
     assert LOGIC.classify(state, user(0), "run-1") == "redeliver"

@@ -60,7 +60,12 @@ def test_writer_recovers_its_index_from_the_files(tmp_path: Path) -> None:
     assert episode_ids_in(tmp_path / "run") == {"ep1"}
     assert again.write("run", "ep1", _record("ep1")) is False
     assert again.write("run", "ep2", _record("ep2")) is True
-    lines = [json.loads(line) for s in (tmp_path / "run").glob("*.jsonl") for line in s.read_text().splitlines() if line.endswith("}")]
+    lines = [
+        json.loads(line)
+        for s in (tmp_path / "run").glob("*.jsonl")
+        for line in s.read_text().splitlines()
+        if line.endswith("}")
+    ]
     assert sorted(r["metadata"]["episode_id"] for r in lines) == ["ep1", "ep2"]
 
 
@@ -72,9 +77,15 @@ def test_gate_logic_turns_a_pool_verdict_into_one_deterministic_event() -> None:
     from services.dedup.gate import GateDecision
     from services.dedup.gate_logic import GateLogic
 
-    intent = Intent(intent_id="i1", text="Write a plan with 3 numbers.", persona=Persona(id="p", name="A", role="r", industry="x"),
-                    domains=[DomainRef(id="d", name="D")], tasks=[TaskRef(id="t", name="T", domain="d")],
-                    complexity="simple", seed=3)
+    intent = Intent(
+        intent_id="i1",
+        text="Write a plan with 3 numbers.",
+        persona=Persona(id="p", name="A", role="r", industry="x"),
+        domains=[DomainRef(id="d", name="D")],
+        tasks=[TaskRef(id="t", name="T", domain="d")],
+        complexity="simple",
+        seed=3,
+    )
     proposed = IntentProposed(event_id="p1", run_id="run-1", producer="intent", intent=intent)
     logic = GateLogic(Stamp("gate"), Topics())
     accept = logic.decide(proposed, GateDecision(accepted=True))

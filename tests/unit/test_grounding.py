@@ -28,7 +28,13 @@ def _response(
 
 
 def test_human_size() -> None:
-    assert [human_size(n) for n in (0, 47, 1023, 1536, 3 * 1024 * 1024)] == ["0 B", "47 B", "1023 B", "1.5 KiB", "3.0 MiB"]
+    assert [human_size(n) for n in (0, 47, 1023, 1536, 3 * 1024 * 1024)] == [
+        "0 B",
+        "47 B",
+        "1023 B",
+        "1.5 KiB",
+        "3.0 MiB",
+    ]
 
 
 def test_digest_lists_paths_sizes_and_exit_codes_only() -> None:
@@ -79,7 +85,10 @@ def test_parse_listing_reads_the_command_history_after_the_marker() -> None:
     slow = '{"t":1700000003000,"cmd":"sleep 99","exit_code":124,"duration_ms":5003,"timed_out":true}'
     out = f"marker 1700000000.0\nhistory 4\n{before}\n{ran}\nnot json\n{slow}\n1700000001.5\t5\tnotes/plan.md\x00"
     state = parse_listing(out, max_files=10, cut=False)
-    assert [(c.command, c.exit_code, c.timed_out) for c in state.commands] == [("make test", 2, False), ("sleep 99", 124, True)]
+    assert [(c.command, c.exit_code, c.timed_out) for c in state.commands] == [
+        ("make test", 2, False),
+        ("sleep 99", 124, True),
+    ]
     assert state.commands[0].duration_ms == 812 and state.commands[1].finished_unix_ms == 1700000003000
     assert [f.path for f in state.files] == ["notes/plan.md"]
 

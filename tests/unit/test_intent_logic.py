@@ -115,5 +115,7 @@ def test_excluded_needs_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.exclude_needs == []
     everything = load_catalog(CATALOG_DIR, excluded_needs=frozenset(settings.exclude_needs))
     offline = load_catalog()
-    some_domain = next(d.id for d in offline.domains if len(everything.usable_tasks(d.id)) > len(offline.usable_tasks(d.id)))
+    some_domain = next(
+        d.id for d in offline.domains if len(everything.usable_tasks(d.id)) > len(offline.usable_tasks(d.id))
+    )
     assert any(t.needs for t in everything.usable_tasks(some_domain))

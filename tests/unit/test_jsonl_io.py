@@ -21,19 +21,38 @@ from services.intent.jsonl_io import (
 )
 from services.intent.sampler import sample_tuple
 
-TOP_FIELDS = ["id", "natural_language_intent", "domains", "tasks", "persona_id", "tools_used", "skills_used",
-              "complexity", "metadata"]
+TOP_FIELDS = [
+    "id",
+    "natural_language_intent",
+    "domains",
+    "tasks",
+    "persona_id",
+    "tools_used",
+    "skills_used",
+    "complexity",
+    "metadata",
+]
 PERSONA_FIELDS = ["name", "role", "industry", "expertise", "experience_level", "communication_style", "work_context"]
 
 
 def _persona(name: str, role: str, industry: str, level: str, style: str, where: str) -> dict:
-    return {"name": name, "role": role, "industry": industry, "expertise": ["A", "B", "C"],
-            "experience_level": level, "communication_style": style, "work_context": where}
+    return {
+        "name": name,
+        "role": role,
+        "industry": industry,
+        "expertise": ["A", "B", "C"],
+        "experience_level": level,
+        "communication_style": style,
+        "work_context": where,
+    }
 
 
 def _domain(name: str, *tasks: str) -> dict:
-    return {"name": name, "description": f"What {name} covers.",
-            "selected_tasks": [{"name": t, "description": f"Do {t.lower()}."} for t in tasks]}
+    return {
+        "name": name,
+        "description": f"What {name} covers.",
+        "selected_tasks": [{"name": t, "description": f"Do {t.lower()}."} for t in tasks],
+    }
 
 
 def _uuid(n: int) -> str:
@@ -43,38 +62,61 @@ def _uuid(n: int) -> str:
 def reference_records() -> list[dict]:
     """Four records shaped like the reference's sample intents (1-3 domains, 2-3 tasks, 0-1 tools)."""
     shapes = [
-        ("intent_58f206b3", "medium", [("intelligence-core", "Simulate Models"), ("web-extraction", "Search Info"),
-                                       ("source-chain", "Debug CI")], 1,
-         _persona("Amara Okafor", "Chief Medical Officer", "Healthcare", "Executive", "Formal", "Lagos")),
-        ("intent_b7af9ad7", "medium", [("automation-flow", "Make PDFs"), ("multimedia", "Update Diagram", "Watch Camera")], 1,
-         _persona("Tarek Mahmoud", "E-commerce Manager", "Retail", "Mid-level", "Collaborative", "Cairo")),
-        ("intent_020a7899", "simple", [("agent-memory", "Manage Graph", "Reflect", "Investigate Failures")], 1,
-         _persona("Kwasi Boateng", "Hospital Administrator", "Healthcare", "Executive", "Collaborative", "Accra")),
-        ("intent_20d09b43", "simple", [("intelligence-core", "Track Assets", "Design Architecture")], 0,
-         _persona("Piotr Kowalski", "IT Security Consultant", "Technology", "Expert", "Direct", "Warsaw")),
+        (
+            "intent_58f206b3",
+            "medium",
+            [("intelligence-core", "Simulate Models"), ("web-extraction", "Search Info"), ("source-chain", "Debug CI")],
+            1,
+            _persona("Amara Okafor", "Chief Medical Officer", "Healthcare", "Executive", "Formal", "Lagos"),
+        ),
+        (
+            "intent_b7af9ad7",
+            "medium",
+            [("automation-flow", "Make PDFs"), ("multimedia", "Update Diagram", "Watch Camera")],
+            1,
+            _persona("Tarek Mahmoud", "E-commerce Manager", "Retail", "Mid-level", "Collaborative", "Cairo"),
+        ),
+        (
+            "intent_020a7899",
+            "simple",
+            [("agent-memory", "Manage Graph", "Reflect", "Investigate Failures")],
+            1,
+            _persona("Kwasi Boateng", "Hospital Administrator", "Healthcare", "Executive", "Collaborative", "Accra"),
+        ),
+        (
+            "intent_20d09b43",
+            "simple",
+            [("intelligence-core", "Track Assets", "Design Architecture")],
+            0,
+            _persona("Piotr Kowalski", "IT Security Consultant", "Technology", "Expert", "Direct", "Warsaw"),
+        ),
     ]
     records, n = [], 0
     for intent_id, complexity, domains, tools, persona in shapes:
         n += 10
         meta_domains = [_domain(name, *tasks) for name, *tasks in domains]
         task_count = sum(len(d["selected_tasks"]) for d in meta_domains)
-        records.append({
-            "id": intent_id,
-            "natural_language_intent": f"I need help with {intent_id}: figures 312, 345 and 330, \"quoted\" — ünïcode.",
-            "domains": [_uuid(n + i) for i in range(len(domains))],
-            "tasks": [_uuid(n + 100 + i) for i in range(task_count)],
-            "persona_id": _uuid(n + 200),
-            "tools_used": [_uuid(n + 300)] * tools,
-            "skills_used": [_uuid(n + 400), _uuid(n + 401)],
-            "complexity": complexity,
-            "metadata": {"persona": persona, "domains": meta_domains},
-        })
+        records.append(
+            {
+                "id": intent_id,
+                "natural_language_intent": f'I need help with {intent_id}: figures 312, 345 and 330, "quoted" — ünïcode.',
+                "domains": [_uuid(n + i) for i in range(len(domains))],
+                "tasks": [_uuid(n + 100 + i) for i in range(task_count)],
+                "persona_id": _uuid(n + 200),
+                "tools_used": [_uuid(n + 300)] * tools,
+                "skills_used": [_uuid(n + 400), _uuid(n + 401)],
+                "complexity": complexity,
+                "metadata": {"persona": persona, "domains": meta_domains},
+            }
+        )
     return records
 
 
 def write_lines(path: Path, lines: list[object]) -> Path:
-    path.write_text("".join((x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)) + "\n" for x in lines),
-                    encoding="utf-8")
+    path.write_text(
+        "".join((x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)) + "\n" for x in lines),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -83,12 +125,20 @@ def sampled_intents(count: int = 30) -> list[Intent]:
     intents = []
     for i in range(count):
         tup = sample_tuple(catalog, 1000 + i)
-        intents.append(Intent(
-            intent_id=f"intent_{i:06x}", text=f"I need task {i} done — with ünïcode and \"quotes\".",
-            persona=tup.persona, domains=list(tup.domains), tasks=list(tup.tasks),
-            complexity=tup.complexity, seed=tup.seed, render_model="m-1",  # type: ignore[arg-type]
-            tools_used=["exec"] * (i % 2), skills_used=["s1", "s2"],
-        ))
+        intents.append(
+            Intent(
+                intent_id=f"intent_{i:06x}",
+                text=f'I need task {i} done — with ünïcode and "quotes".',
+                persona=tup.persona,
+                domains=list(tup.domains),
+                tasks=list(tup.tasks),
+                complexity=tup.complexity,
+                seed=tup.seed,
+                render_model="m-1",  # type: ignore[arg-type]
+                tools_used=["exec"] * (i % 2),
+                skills_used=["s1", "s2"],
+            )
+        )
     return intents
 
 
@@ -153,7 +203,10 @@ def test_minimal_and_lenient_records() -> None:
     minimal = intent_from_reference({"natural_language_intent": "Please tidy my notes."}, line=1)
     assert minimal.complexity == "medium" and minimal.intent_id.startswith("intent_")
     assert minimal.domains == [] and minimal.tasks == [] and minimal.persona.id.startswith("persona-")
-    assert intent_from_reference({"natural_language_intent": "x", "complexity": " Complex "}, line=1).complexity == "complex"
+    assert (
+        intent_from_reference({"natural_language_intent": "x", "complexity": " Complex "}, line=1).complexity
+        == "complex"
+    )
     ids_only = intent_from_reference({"natural_language_intent": "x", "intent_id": "i9", "domains": ["d1"]}, line=1)
     assert ids_only.intent_id == "i9" and ids_only.domains == [DomainRef(id="d1", name="d1")]
 
@@ -164,20 +217,23 @@ def test_bad_lines_are_reported_and_good_lines_kept(tmp_path: Path) -> None:
     wrong_expertise = copy.deepcopy({**good[3], "id": "intent_w2"})
     wrong_expertise["metadata"]["persona"]["expertise"] = "Network Defense"
     no_text = {k: v for k, v in good[1].items() if k != "natural_language_intent"}
-    path = write_lines(tmp_path / "mixed.jsonl", [
-        good[0],                                        # 1
-        '{"id": "intent_x", "natural_language_intent": ',  # 2 bad JSON
-        no_text,                                        # 3
-        {**good[2], "id": "intent_c", "complexity": "extreme"},  # 4
-        "",                                             # 5 blank: skipped
-        wrong_domains,                                  # 6
-        wrong_expertise,                                # 7
-        good[1],                                        # 8
-        {**good[2], "natural_language_intent": "another text"},  # 9
-        {**good[3], "id": good[0]["id"]},               # 10 duplicate id
-        [1, 2],                                         # 11 not an object
-        {**good[3], "id": "intent_t", "tools_used": [3]},  # 12
-    ])
+    path = write_lines(
+        tmp_path / "mixed.jsonl",
+        [
+            good[0],  # 1
+            '{"id": "intent_x", "natural_language_intent": ',  # 2 bad JSON
+            no_text,  # 3
+            {**good[2], "id": "intent_c", "complexity": "extreme"},  # 4
+            "",  # 5 blank: skipped
+            wrong_domains,  # 6
+            wrong_expertise,  # 7
+            good[1],  # 8
+            {**good[2], "natural_language_intent": "another text"},  # 9
+            {**good[3], "id": good[0]["id"]},  # 10 duplicate id
+            [1, 2],  # 11 not an object
+            {**good[3], "id": "intent_t", "tools_used": [3]},  # 12
+        ],
+    )
     intents, errors = read_intents(path)
     assert [i.intent_id for i in intents] == [good[0]["id"], good[1]["id"], good[2]["id"]]
     found = {e.line: e for e in errors}
@@ -197,7 +253,9 @@ def test_bad_lines_are_reported_and_good_lines_kept(tmp_path: Path) -> None:
 
 def test_invalid_utf8_line_is_one_error(tmp_path: Path) -> None:
     path = tmp_path / "bytes.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(reference_records()[0]).encode() + b"\n{\"natural_language_intent\": \"\xff\"}\n")
+    path.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps(reference_records()[0]).encode() + b'\n{"natural_language_intent": "\xff"}\n'
+    )
     intents, errors = read_intents(path)
     assert len(intents) == 1 and [e.line for e in errors] == [2] and "UTF-8" in str(errors[0])
 
@@ -224,11 +282,21 @@ def test_export_keeps_only_what_the_layout_cannot_hold_in_the_extension() -> Non
     persona = Persona(id="p", name="N", role="R", industry="I")
     domains = [DomainRef(id="a", name="A"), DomainRef(id="b", name="B")]
     tasks = [TaskRef(id="t1", name="T1", domain="b"), TaskRef(id="t2", name="T2", domain="a")]
-    intent = Intent(intent_id="i1", text="x", persona=persona, domains=domains, tasks=tasks, complexity="simple",
-                    seed=derive_seed("i1"))
+    intent = Intent(
+        intent_id="i1",
+        text="x",
+        persona=persona,
+        domains=domains,
+        tasks=tasks,
+        complexity="simple",
+        seed=derive_seed("i1"),
+    )
     record = intent_to_reference(intent)
     assert record["tasks"] == ["t2", "t1"] and record["ise"] == {"task_order": [1, 0]}
     assert intent_from_reference(record, line=1).tasks == tasks
     assert "ise" not in intent_to_reference(intent.model_copy(update={"tasks": [tasks[1], tasks[0]]}))
     assert intent_to_reference(intent.model_copy(update={"seed": 7, "render_model": "m"}))["ise"] == {
-        "seed": 7, "render_model": "m", "task_order": [1, 0]}
+        "seed": 7,
+        "render_model": "m",
+        "task_order": [1, 0],
+    }

@@ -11,10 +11,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_ruff_is_clean() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "services", "tests", "scripts"],
-        cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "ruff", "check", "services", "tests", "scripts", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "services", "tests", "scripts", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, "run `ruff format services tests scripts bench`\n" + done.stdout + done.stderr
 
 
 def test_mypy_is_clean() -> None:

@@ -16,13 +16,22 @@ from services.common.llm import scripted_policy as policy
 pytestmark = pytest.mark.unit
 
 SCRIPTS = Path(policy.__file__).with_name("scripts")
-TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("exec", "read", "write")]
+TOOLS = [
+    {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("exec", "read", "write")
+]
 TUPLE = {
-    "persona": {"name": "Dana Reyes", "role": "Data Analyst", "industry": "Retail",
-                "communication_style": "brief", "work_context": "I run the weekly sales reports."},
+    "persona": {
+        "name": "Dana Reyes",
+        "role": "Data Analyst",
+        "industry": "Retail",
+        "communication_style": "brief",
+        "work_context": "I run the weekly sales reports.",
+    },
     "domains": [{"name": "Data", "description": "data work"}],
-    "tasks": [{"name": "Clean CSV", "description": "", "domain": "Data"},
-              {"name": "Compute Totals", "description": "", "domain": "Data"}],
+    "tasks": [
+        {"name": "Clean CSV", "description": "", "domain": "Data"},
+        {"name": "Compute Totals", "description": "", "domain": "Data"},
+    ],
     "complexity": "medium",
 }
 
@@ -46,8 +55,10 @@ def conversation(turns: int, steps_in_last: int) -> list[dict[str, Any]]:
         if t < turns - 1:
             messages.append({"role": "assistant", "content": "done"})
     for _ in range(steps_in_last):
-        messages += [{"role": "assistant", "content": None, "tool_calls": [agent_call("exec")]},
-                     {"role": "tool", "tool_call_id": "c", "content": "ok"}]
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [agent_call("exec")]},
+            {"role": "tool", "tool_call_id": "c", "content": "ok"},
+        ]
     return messages
 
 
@@ -59,12 +70,16 @@ def ep_of(text: str) -> str:
 
 
 def test_fill_leaves_unknown_and_literal_braces() -> None:
-    assert policy.fill("a {ep} {x} {} {\"k\": 1} {turn}", {"ep": "12", "turn": 3}) == 'a 12 {x} {} {"k": 1} 3'
+    assert policy.fill('a {ep} {x} {} {"k": 1} {turn}', {"ep": "12", "turn": 3}) == 'a 12 {x} {} {"k": 1} 3'
 
 
 def test_join_naturally() -> None:
-    assert [policy.join_naturally(x) for x in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == ["", "a", "a and b",
-                                                                                          "a, b and c"]
+    assert [policy.join_naturally(x) for x in ([], ["a"], ["a", "b"], ["a", "b", "c"])] == [
+        "",
+        "a",
+        "a and b",
+        "a, b and c",
+    ]
 
 
 def test_split_model() -> None:
@@ -97,7 +112,10 @@ def test_agent_first_step_fills_ep(default: dict[str, Any]) -> None:
     write, exec_ = reply["tool_calls"]
     assert (write["name"], exec_["name"]) == ("write", "exec")
     args = json.loads(write["arguments"])
-    assert args == {"path": "notes/plan.md", "content": f"plan {ep_of('start')}\n- gather the inputs\n- produce the report\n"}
+    assert args == {
+        "path": "notes/plan.md",
+        "content": f"plan {ep_of('start')}\n- gather the inputs\n- produce the report\n",
+    }
     assert json.loads(exec_["arguments"]) == {"command": "wc -c notes/plan.md && ls notes"}
 
 
@@ -109,8 +127,10 @@ def test_agent_steps_then_content(default: dict[str, Any]) -> None:
 
 
 def test_agent_past_steps_uses_last_content_step(default: dict[str, Any]) -> None:
-    assert policy.agent_reply(default, conversation(1, 7), TOOLS)["content"] == \
-        "I wrote notes/plan.md with the first steps."
+    assert (
+        policy.agent_reply(default, conversation(1, 7), TOOLS)["content"]
+        == "I wrote notes/plan.md with the first steps."
+    )
 
 
 def test_agent_past_turns_uses_fallback(default: dict[str, Any]) -> None:
@@ -131,28 +151,45 @@ def test_agent_rejects_tool_not_offered(default: dict[str, Any]) -> None:
 
 
 def test_agent_invalid_flag_skips_tool_check() -> None:
-    scenario = {"agent": {"fallback": {"content": "x"}, "turns": [{"steps": [
-        {"tool_calls": [{"name": "nonexistent", "arguments": {"a": "{turn}"}, "invalid": True}]},
-        {"content": "turn {turn} ep {ep}"}]}]}}
+    scenario = {
+        "agent": {
+            "fallback": {"content": "x"},
+            "turns": [
+                {
+                    "steps": [
+                        {"tool_calls": [{"name": "nonexistent", "arguments": {"a": "{turn}"}, "invalid": True}]},
+                        {"content": "turn {turn} ep {ep}"},
+                    ]
+                }
+            ],
+        }
+    }
     assert policy.agent_reply(scenario, conversation(1, 0), TOOLS)["tool_calls"] == [
-        {"name": "nonexistent", "arguments": '{"a": "0"}'}]
+        {"name": "nonexistent", "arguments": '{"a": "0"}'}
+    ]
     assert policy.agent_reply(scenario, conversation(1, 1), TOOLS)["content"] == f"turn 0 ep {ep_of('start')}"
 
 
 # ---------------------------------------------------------------- user
 
 
-def user_messages(assistants: int, system: str = "You are the user. <intent>Build a sales report</intent>") -> list[dict[str, Any]]:
+def user_messages(
+    assistants: int, system: str = "You are the user. <intent>Build a sales report</intent>"
+) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for i in range(assistants):
         messages += [{"role": "user", "content": f"agent said {i}"}, {"role": "assistant", "content": "{}"}]
-    return messages + [{"role": "user", "content": "agent said last"}]
+    return [*messages, {"role": "user", "content": "agent said last"}]
 
 
 def test_user_reply_index_and_excerpt(default: dict[str, Any]) -> None:
     first = json.loads(policy.user_reply(default, user_messages(0))["content"])
-    assert first == {"completed": False, "query": "Let's begin: write a short plan for Build a sales report into "
-                                                  "notes/plan.md.", "reason": "first step", "is_success": False}
+    assert first == {
+        "completed": False,
+        "query": "Let's begin: write a short plan for Build a sales report into notes/plan.md.",
+        "reason": "first step",
+        "is_success": False,
+    }
     assert json.loads(policy.user_reply(default, user_messages(2))["content"])["query"].startswith("Before we wrap up")
 
 
@@ -166,14 +203,19 @@ def test_user_excerpt_is_cut_and_defaulted(default: dict[str, Any]) -> None:
     long = "x" * 100
     query = json.loads(policy.user_reply(default, user_messages(0, f"<intent>{long}</intent>"))["content"])["query"]
     assert "x" * 60 + " into" in query and "x" * 61 not in query
-    assert "plan for the task into" in json.loads(policy.user_reply(default, user_messages(0, "no tags"))["content"])["query"]
+    assert (
+        "plan for the task into"
+        in json.loads(policy.user_reply(default, user_messages(0, "no tags"))["content"])["query"]
+    )
 
 
 # ---------------------------------------------------------------- intent
 
 
 def intent_text(scenario: dict[str, Any], intent_tuple: dict[str, Any]) -> str:
-    content = policy.intent_reply(scenario, [{"role": "user", "content": f"<intent_tuple>{json.dumps(intent_tuple)}</intent_tuple>"}])
+    content = policy.intent_reply(
+        scenario, [{"role": "user", "content": f"<intent_tuple>{json.dumps(intent_tuple)}</intent_tuple>"}]
+    )
     return json.loads(content["content"])["intent"]
 
 
@@ -204,7 +246,9 @@ def test_intent_missing_fields_use_defaults(default: dict[str, Any]) -> None:
     assert default["intent"]["defaults"]["tasks"] in text
 
 
-@pytest.mark.parametrize("content", ["no tuple here", "<intent_tuple>{bad</intent_tuple>", "<intent_tuple>[1]</intent_tuple>"])
+@pytest.mark.parametrize(
+    "content", ["no tuple here", "<intent_tuple>{bad</intent_tuple>", "<intent_tuple>[1]</intent_tuple>"]
+)
 def test_intent_rejects_missing_or_bad_tuple(default: dict[str, Any], content: str) -> None:
     with pytest.raises(policy.PolicyError) as err:
         policy.intent_reply(default, [{"role": "user", "content": content}])
@@ -220,12 +264,25 @@ def test_merge_keeps_parent_keys() -> None:
     assert merged == {"user": {"replies": [2], "default_excerpt": "p"}, "agent": {"fallback": {"content": "a"}}}
 
 
-@pytest.mark.parametrize("doc", [
-    {"user": {"replies": []}},
-    {"agent": {"turns": [], "fallback": {}}},
-    {"agent": {"fallback": {"content": "x"}, "turns": [{"steps": [{"tool_calls": [{"name": "exec", "arguments": {}}]}]}]}},
-    {"agent": {"fallback": {"content": "x"}, "turns": [{"steps": [{"tool_calls": [{"name": "exec"}]}, {"content": "y"}]}]}},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"user": {"replies": []}},
+        {"agent": {"turns": [], "fallback": {}}},
+        {
+            "agent": {
+                "fallback": {"content": "x"},
+                "turns": [{"steps": [{"tool_calls": [{"name": "exec", "arguments": {}}]}]}],
+            }
+        },
+        {
+            "agent": {
+                "fallback": {"content": "x"},
+                "turns": [{"steps": [{"tool_calls": [{"name": "exec"}]}, {"content": "y"}]}],
+            }
+        },
+    ],
+)
 def test_validate_rejects_unusable_scenarios(doc: dict[str, Any]) -> None:
     with pytest.raises(policy.ScenarioError):
         policy.validate_scenario("bad", doc)

@@ -33,8 +33,15 @@ def logic(**settings: object) -> TurnLogic:
 
 
 def task(attempt: int = 0) -> TaskReady:
-    return TaskReady(event_id="t", run_id="run-1", producer="gate", episode_id=f"ep-{attempt}", attempt=attempt,
-                     intent=INTENT, seed=7)
+    return TaskReady(
+        event_id="t",
+        run_id="run-1",
+        producer="gate",
+        episode_id=f"ep-{attempt}",
+        attempt=attempt,
+        intent=INTENT,
+        seed=7,
+    )
 
 
 def says(query: str = "", completed: bool = False, success: bool | None = None) -> Decided:
@@ -42,9 +49,17 @@ def says(query: str = "", completed: bool = False, success: bool | None = None) 
 
 
 def agent(turn: int, status: str = "ok") -> AgentTurn:
-    return AgentTurn(event_id=f"a{turn}", run_id="run-1", producer="executor", episode_id="ep-0", turn=turn,
-                     status=status, reply="done", messages=[ChatMessage(role="assistant", content="done")],
-                     error="boom" if status != "ok" else None)
+    return AgentTurn(
+        event_id=f"a{turn}",
+        run_id="run-1",
+        producer="executor",
+        episode_id="ep-0",
+        turn=turn,
+        status=status,
+        reply="done",
+        messages=[ChatMessage(role="assistant", content="done")],
+        error="boom" if status != "ok" else None,
+    )
 
 
 def events(state) -> list[object]:
@@ -83,7 +98,7 @@ def test_an_infrastructure_error_retries_as_a_new_attempt_while_attempts_last() 
     state = lg.start(task(0), T0)
     lg.take_decision(state, says("go"), "m", T0)
     assert not lg.take_agent_turn(state, agent(0, "infrastructure_error"), "", T0)
-    close, finished, retry = events(state)
+    _close, finished, retry = events(state)
     assert finished.verdict is Verdict.INFRASTRUCTURE_ERROR and finished.retrying
     assert retry.attempt == 1 and retry.episode_id != state.episode_id
     last = lg.start(task(1), T0)

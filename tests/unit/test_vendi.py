@@ -168,7 +168,16 @@ def test_by_cell_matches_scoring_each_cell_alone() -> None:
 
 def test_tokenize() -> None:
     assert tokenize("Hello, WORLD! Don't re-run user’s job_2 — 3.5x") == [
-        "hello", "world", "don't", "re", "run", "user's", "job", "2", "3", "5x"
+        "hello",
+        "world",
+        "don't",
+        "re",
+        "run",
+        "user's",
+        "job",
+        "2",
+        "3",
+        "5x",
     ]
 
 

@@ -81,7 +81,12 @@ class LLMClient:
             kwargs["stop"] = stop
         try:
             response = await self.client.chat.completions.create(**kwargs)
-        except (openai.APIConnectionError, openai.APITimeoutError, openai.RateLimitError, openai.InternalServerError) as exc:
+        except (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.RateLimitError,
+            openai.InternalServerError,
+        ) as exc:
             raise LLMUnavailable(f"{self.role} LLM at {self.settings.base_url} unavailable: {exc}") from exc
         except openai.APIStatusError as exc:
             raise LLMRequestError(f"{self.role} LLM refused the request ({exc.status_code}): {exc.message}") from exc
@@ -92,7 +97,9 @@ def _to_result(response: Any) -> ChatResult:
     choice = response.choices[0]
     msg = choice.message
     calls = [
-        ToolCall(id=c.id or f"call_{i}", function=FunctionCall(name=c.function.name, arguments=c.function.arguments or ""))
+        ToolCall(
+            id=c.id or f"call_{i}", function=FunctionCall(name=c.function.name, arguments=c.function.arguments or "")
+        )
         for i, c in enumerate(msg.tool_calls or [])
     ]
     usage = Usage(

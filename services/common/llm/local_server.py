@@ -73,8 +73,9 @@ def locate_smollm2_gguf() -> Path:
     )
 
 
-def forced_tool_call_kwargs(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]],
-                            function: str | None = None) -> dict[str, Any]:
+def forced_tool_call_kwargs(
+    messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]], function: str | None = None
+) -> dict[str, Any]:
     """``chat.completions.create`` arguments that make SmolLM2 emit exactly one parsed tool call.
 
     The model does not choose tools by itself; ``tool_choice="required"`` alone still lets it
@@ -111,11 +112,29 @@ class ServerSettings:
 
     def argv(self) -> list[str]:
         """Command line that runs these settings with ``python -m``."""
-        args = [sys.executable, "-m", "services.common.llm.local_server", "--host", self.host,
-                "--port", str(self.port), "--n-ctx", str(self.n_ctx), "--parallel", str(self.parallel),
-                "--threads", str(self.threads), "--template", str(self.template_path),
-                "--alias", self.alias, "--cache-ram-mib", str(self.cache_ram_mib),
-                "--verbosity", str(self.verbosity)]
+        args = [
+            sys.executable,
+            "-m",
+            "services.common.llm.local_server",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--n-ctx",
+            str(self.n_ctx),
+            "--parallel",
+            str(self.parallel),
+            "--threads",
+            str(self.threads),
+            "--template",
+            str(self.template_path),
+            "--alias",
+            self.alias,
+            "--cache-ram-mib",
+            str(self.cache_ram_mib),
+            "--verbosity",
+            str(self.verbosity),
+        ]
         if self.model_path is not None:
             args += ["--model", str(self.model_path)]
         return args
@@ -155,8 +174,9 @@ def serve(settings: ServerSettings, stopping: threading.Event) -> None:
     started = time.monotonic()
     server = xllamacpp.Server(params)  # loads the model, then serves on background threads
     print(SMOKE_NOTICE, flush=True)
-    print(f"local LLM {settings.alias} loaded in {time.monotonic() - started:.1f}s from {params.model.path}",
-          flush=True)
+    print(
+        f"local LLM {settings.alias} loaded in {time.monotonic() - started:.1f}s from {params.model.path}", flush=True
+    )
     print(f"listening on {server.listening_address}/v1", flush=True)
     try:
         stopping.wait()
@@ -178,8 +198,9 @@ class LocalModelServer:
     child (SIGTERM, then SIGKILL). The child's output goes to ``log_path`` (a temp file if None).
     """
 
-    def __init__(self, settings: ServerSettings | None = None, *, log_path: Path | None = None,
-                 ready_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, settings: ServerSettings | None = None, *, log_path: Path | None = None, ready_timeout_s: float = 120.0
+    ) -> None:
         self.settings = settings or ServerSettings()
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
@@ -208,11 +229,19 @@ class LocalModelServer:
             os.close(fd)
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        }
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(self.settings.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            self._proc = subprocess.Popen(
+                self.settings.argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
         print(SMOKE_NOTICE, file=sys.stderr, flush=True)
         url = self.base_url
         deadline = time.monotonic() + self.ready_timeout_s
@@ -240,8 +269,9 @@ class LocalModelServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -274,9 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-ram-mib", type=int, default=defaults.cache_ram_mib)
     parser.add_argument("--verbosity", type=int, default=defaults.verbosity)
     args = parser.parse_args(argv)
-    settings = ServerSettings(host=args.host, port=args.port, n_ctx=args.n_ctx, parallel=args.parallel,
-                              threads=args.threads, model_path=args.model, template_path=args.template,
-                              alias=args.alias, cache_ram_mib=args.cache_ram_mib, verbosity=args.verbosity)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        n_ctx=args.n_ctx,
+        parallel=args.parallel,
+        threads=args.threads,
+        model_path=args.model,
+        template_path=args.template,
+        alias=args.alias,
+        cache_ram_mib=args.cache_ram_mib,
+        verbosity=args.verbosity,
+    )
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())

@@ -44,7 +44,9 @@ class PolicyError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The OpenAI-style error JSON for this error."""
-        kind = {404: "not_found_error"}.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
+        kind = {404: "not_found_error"}.get(
+            self.status, "server_error" if self.status >= 500 else "invalid_request_error"
+        )
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
 
@@ -110,8 +112,12 @@ def split_model(model: str) -> tuple[str, str]:
     """'scenario:role' -> (scenario, role); the scenario may itself contain no colon."""
     scenario, sep, role = model.rpartition(":")
     if not sep or not scenario or not role:
-        raise PolicyError(404, f"model {model!r} must look like '<scenario>:<role>', e.g. 'default:agent'; "
-                               f"roles are {', '.join(ROLES)}", "model_not_found", "model")
+        raise PolicyError(
+            404,
+            f"model {model!r} must look like '<scenario>:<role>', e.g. 'default:agent'; roles are {', '.join(ROLES)}",
+            "model_not_found",
+            "model",
+        )
     return scenario, role
 
 
@@ -165,15 +171,24 @@ def roles_of(doc: Mapping[str, Any]) -> list[str]:
 
 def unknown_scenario(scenario: str, available: Sequence[str]) -> PolicyError:
     """The 404 for a scenario with no YAML file, listing the scenarios that exist."""
-    return PolicyError(404, f"unknown scenario {scenario!r}; scenarios: {', '.join(sorted(available)) or '(none)'}; "
-                            f"use model '<scenario>:<role>'", "model_not_found", "model")
+    return PolicyError(
+        404,
+        f"unknown scenario {scenario!r}; scenarios: {', '.join(sorted(available)) or '(none)'}; "
+        f"use model '<scenario>:<role>'",
+        "model_not_found",
+        "model",
+    )
 
 
 def check_role(scenario: str, doc: Mapping[str, Any], role: str) -> None:
     """Raise a 404 naming the scenario's roles when ``role`` is not one of them."""
     if role not in roles_of(doc):
-        raise PolicyError(404, f"scenario {scenario!r} has no role {role!r}; roles: {', '.join(roles_of(doc))}",
-                          "model_not_found", "model")
+        raise PolicyError(
+            404,
+            f"scenario {scenario!r} has no role {role!r}; roles: {', '.join(roles_of(doc))}",
+            "model_not_found",
+            "model",
+        )
 
 
 # ---------------------------------------------------------------- roles
@@ -184,9 +199,13 @@ def intent_reply(scenario: Mapping[str, Any], messages: Sequence[Mapping[str, An
     users = [m for m in messages if m.get("role") == "user"]
     raw = between(message_text(users[-1]), "<intent_tuple>", "</intent_tuple>") if users else None
     if raw is None:
-        raise PolicyError(400, "role 'intent' expects the last user message to hold a JSON object between "
-                               "<intent_tuple> and </intent_tuple> (persona, domains, tasks, complexity)",
-                          "missing_intent_tuple", "messages")
+        raise PolicyError(
+            400,
+            "role 'intent' expects the last user message to hold a JSON object between "
+            "<intent_tuple> and </intent_tuple> (persona, domains, tasks, complexity)",
+            "missing_intent_tuple",
+            "messages",
+        )
     try:
         intent_tuple = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -207,9 +226,13 @@ def intent_variables(spec: Mapping[str, Any], intent_tuple: Mapping[str, Any], k
     domains = [str(d.get("name", "")).lower() for d in intent_tuple.get("domains") or [] if isinstance(d, Mapping)]
     complexity = str(intent_tuple.get("complexity") or "medium")
     variables: dict[str, Any] = {k: v for k, v in persona.items() if isinstance(v, (str, int, float))}
-    variables.update(tasks=join_naturally(tasks) or spec.get("defaults", {}).get("tasks", "the work"),
-                     domains=join_naturally(domains), task_count=len(tasks), complexity=complexity,
-                     complexity_note=spec.get("complexity_notes", {}).get(complexity, ""))
+    variables.update(
+        tasks=join_naturally(tasks) or spec.get("defaults", {}).get("tasks", "the work"),
+        domains=join_naturally(domains),
+        task_count=len(tasks),
+        complexity=complexity,
+        complexity_note=spec.get("complexity_notes", {}).get(complexity, ""),
+    )
     for name, (lo, hi, step) in spec.get("numbers", {}).items():
         variables[name] = lo + _hash_int(key, name) % ((hi - lo) // step + 1) * step
     for name, choices in spec.get("pools", {}).items():
@@ -251,20 +274,29 @@ def pick_agent_step(agent: Mapping[str, Any], turn: int, step: int) -> Mapping[s
     return next((s for s in reversed(steps) if "content" in s and not s.get("tool_calls")), agent["fallback"])
 
 
-def agent_reply(scenario: Mapping[str, Any], messages: Sequence[Mapping[str, Any]],
-                tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def agent_reply(
+    scenario: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     """The agent's scripted step, with ``{ep}``/``{turn}``/``{step}`` filled and tool names checked."""
     turn, step = agent_position(messages)
     first_user = next(m for m in messages if m.get("role") == "user")
-    variables = {"ep": hashlib.sha256(message_text(first_user).encode("utf-8")).hexdigest()[:8],
-                 "turn": turn, "step": step}
+    variables = {
+        "ep": hashlib.sha256(message_text(first_user).encode("utf-8")).hexdigest()[:8],
+        "turn": turn,
+        "step": step,
+    }
     chosen = pick_agent_step(scenario["agent"], turn, step)
     offered = {t.get("function", {}).get("name") for t in tools if isinstance(t, Mapping)}
     calls = []
     for call in chosen.get("tool_calls") or []:
         if call["name"] not in offered and not call.get("invalid"):
-            raise PolicyError(400, f"scripted tool call {call['name']!r} (turn {turn}, step {step}) is not among "
-                                   f"the request's tools {sorted(n for n in offered if n)}", "tool_not_offered", "tools")
+            raise PolicyError(
+                400,
+                f"scripted tool call {call['name']!r} (turn {turn}, step {step}) is not among "
+                f"the request's tools {sorted(n for n in offered if n)}",
+                "tool_not_offered",
+                "tools",
+            )
         if "raw_arguments" in call:
             arguments = fill(str(call["raw_arguments"]), variables)
         else:
@@ -296,7 +328,9 @@ def build_completion(scenario: Mapping[str, Any], role: str, body: Mapping[str, 
 def prompt_chars(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]) -> int:
     """Characters of prompt text: message texts, earlier tool-call arguments and tool schemas."""
     total = sum(len(message_text(m)) for m in messages)
-    total += sum(len(str(c.get("function", {}).get("arguments", ""))) for m in messages for c in m.get("tool_calls") or [])
+    total += sum(
+        len(str(c.get("function", {}).get("arguments", ""))) for m in messages for c in m.get("tool_calls") or []
+    )
     return total + (len(json.dumps(tools, sort_keys=True)) if tools else 0)
 
 
@@ -307,17 +341,24 @@ def completion_object(model: str, request_key: str, reply: Mapping[str, Any], pr
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if calls:
         message["tool_calls"] = [
-            {"id": "call_" + hashlib.sha256(f"{request_key}:{i}".encode()).hexdigest()[:24], "type": "function",
-             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            {
+                "id": "call_" + hashlib.sha256(f"{request_key}:{i}".encode()).hexdigest()[:24],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
             for i, c in enumerate(calls)
         ]
     completion_len = len(content or "") + sum(len(c["name"]) + len(c["arguments"]) for c in calls)
     usage = {"prompt_tokens": prompt_len // 4, "completion_tokens": completion_len // 4}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     return {
-        "id": "chatcmpl-" + request_key[:29], "object": "chat.completion", "created": CREATED, "model": model,
+        "id": "chatcmpl-" + request_key[:29],
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": "tool_calls" if calls else "stop"}],
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls" if calls else "stop"}
+        ],
         "usage": usage,
     }

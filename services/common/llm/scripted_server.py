@@ -144,8 +144,13 @@ class ScriptedLLMServer:
     scenarios without touching the package. ``history`` bounds the request log.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, scripts_dirs: Iterable[Path | str] = (),
-                 history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        scripts_dirs: Iterable[Path | str] = (),
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
         self.host = host
         self.port = port
         self.scenarios = ScenarioStore([*(Path(d) for d in scripts_dirs), BUILTIN_SCRIPTS])
@@ -169,8 +174,9 @@ class ScriptedLLMServer:
             self._httpd = _HTTPServer((self.host, self.port), _Handler)
             self._httpd.app = self
             self.port = self._httpd.server_address[1]
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"scripted-llm-{self.port}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, name=f"scripted-llm-{self.port}", daemon=True
+            )
             self._thread.start()
         return self.base_url
 
@@ -187,8 +193,9 @@ class ScriptedLLMServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # ------------------------------------------------------------ request log
@@ -255,8 +262,9 @@ class ScriptedLLMServer:
 
     def _complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
         if body.get("stream"):
-            raise policy.PolicyError(400, "the scripted LLM does not stream; send stream=false", "stream_unsupported",
-                                     "stream")
+            raise policy.PolicyError(
+                400, "the scripted LLM does not stream; send stream=false", "stream_unsupported", "stream"
+            )
         model = body.get("model")
         if not isinstance(model, str):
             raise policy.PolicyError(400, "'model' must be a string '<scenario>:<role>'", "invalid_model", "model")

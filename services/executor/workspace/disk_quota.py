@@ -88,14 +88,19 @@ class DiskQuota:
         self.reason = reason
         if self.required:
             return
-        log.warning("workspaces run WITHOUT a total disk quota (ISE_EXEC_DISK_MB=%d): %s. To get one, %s.",
-                    self.disk_mb, reason, HOW_TO)
+        log.warning(
+            "workspaces run WITHOUT a total disk quota (ISE_EXEC_DISK_MB=%d): %s. To get one, %s.",
+            self.disk_mb,
+            reason,
+            HOW_TO,
+        )
 
     def check_required(self) -> None:
         """Raise when a quota is required but cannot be had (after ``storage_opt`` decided)."""
         if self.required and self._mode == "none":
-            raise WorkspaceUnavailable(f"a disk quota is required (ISE_EXEC_REQUIRE_DISK_QUOTA) but {self.reason}; "
-                                       f"{HOW_TO}")
+            raise WorkspaceUnavailable(
+                f"a disk quota is required (ISE_EXEC_REQUIRE_DISK_QUOTA) but {self.reason}; {HOW_TO}"
+            )
 
     def rejected(self, exc: docker.errors.APIError) -> bool:
         """True when ``exc`` is the daemon refusing the size option; the next ``storage_opt`` then

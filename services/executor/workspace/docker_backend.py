@@ -262,8 +262,14 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             where = None if workdir is None else resolve_path(workdir)
             try:
                 return self._shells.exec(
-                    episode_id, lambda: self._start_shell(episode_id), command, where, timeout_s, cap,
-                    self.host_grace_s, record=record,
+                    episode_id,
+                    lambda: self._start_shell(episode_id),
+                    command,
+                    where,
+                    timeout_s,
+                    cap,
+                    self.host_grace_s,
+                    record=record,
                 )
             except ShellUnavailable:
                 pass  # no usable driver in this workspace (e.g. no python3): one docker exec per command
@@ -336,9 +342,11 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         with _infra("start the workspace shell"):
             try:
                 return ShellSession.start(
-                    self.client.api, name,
+                    self.client.api,
+                    name,
                     lambda argv: self._exec_create(episode_id, name, argv, stdin=True, user="root"),
-                    self.limits.pids, self.agent_user,
+                    self.limits.pids,
+                    self.agent_user,
                 )
             except docker.errors.NotFound as exc:
                 raise WorkspaceNotFound(episode_id) from exc
@@ -389,4 +397,3 @@ def _drain(
         if not cut.is_set():
             raise
     return bytes(kept[0]), bytes(kept[1]), truncated
-

@@ -114,7 +114,9 @@ def _run_with_input(backend: DockerWorkspaceBackend, episode_id: str, argv: list
     api = backend.client.api
     started = time.monotonic()
     with _infra("write file"):
-        exec_id = backend._exec_create(episode_id, name, ["timeout", "-k", f"{KILL_AFTER_S:g}", timeout, *argv], stdin=True)
+        exec_id = backend._exec_create(
+            episode_id, name, ["timeout", "-k", f"{KILL_AFTER_S:g}", timeout, *argv], stdin=True
+        )
         response = api.exec_start(exec_id, socket=True)
         sock = getattr(response, "_sock", response)
         err = bytearray()

@@ -99,7 +99,7 @@ def inspect_script(max_files: int, max_commands: int = DEFAULT_MAX_COMMANDS) -> 
     history = shlex.quote(HISTORY_PATH)
     prune = " -o ".join(f"-name {shlex.quote(name)}" for name in PRUNED_DIRS)
     return (
-        f"if [ -e {marker} ]; then echo \"marker $(stat -c %.3Y {marker})\"; newer=(-cnewer {marker}); "
+        f'if [ -e {marker} ]; then echo "marker $(stat -c %.3Y {marker})"; newer=(-cnewer {marker}); '
         "else echo 'nomarker 0'; newer=(); fi\n"
         f"h=''; [ {max_commands} -gt 0 ] && h=$(tail -n {max_commands} {history} 2>/dev/null)\n"
         "printf 'history %s\\n' \"$(printf '%s' \"$h\" | grep -c '')\"; [ -n \"$h\" ] && printf '%s\\n' \"$h\"\n"
@@ -170,7 +170,11 @@ def inspect_workspace(
     if not 0 <= max_commands <= MAX_COMMANDS_LIMIT:
         raise ValueError(f"max_commands must be in [0, {MAX_COMMANDS_LIMIT}], got {max_commands}")
     result = backend.exec(
-        episode_id, _clean(inspect_script(max_files, max_commands)), workdir=None, timeout_s=INSPECT_TIMEOUT_S, record=False
+        episode_id,
+        _clean(inspect_script(max_files, max_commands)),
+        workdir=None,
+        timeout_s=INSPECT_TIMEOUT_S,
+        record=False,
     )
     if result.exit_code != 0 or result.timed_out:
         raise InspectError(f"inspection failed (exit {result.exit_code}): {result.stderr[:300]}")

@@ -193,8 +193,12 @@ class WarmPool:
     def _create_started(self) -> dict[str, Any]:
         backend = self.backend
         name = f"{backend.name_prefix}-pool-{uuid.uuid4().hex}"
-        labels = {LABEL_MANAGED: "true", LABEL_PREFIX: backend.name_prefix, LABEL_POOL: "true",
-                  LABEL_POOL_OWNER: self.owner}
+        labels = {
+            LABEL_MANAGED: "true",
+            LABEL_PREFIX: backend.name_prefix,
+            LABEL_POOL: "true",
+            LABEL_POOL_OWNER: self.owner,
+        }
         attrs = backend.create_container(name, labels)
         api = backend.client.api
         try:

@@ -63,7 +63,11 @@ def pool_owners(backend: DockerWorkspaceBackend) -> set[str]:
     for row in _rows(backend):
         labels = row.get("Labels") or {}
         name = (row.get("Names") or [""])[0]
-        if labels.get(LABEL_POOL) == "true" and is_idle_name(backend.name_prefix, name) and labels.get(LABEL_POOL_OWNER):
+        if (
+            labels.get(LABEL_POOL) == "true"
+            and is_idle_name(backend.name_prefix, name)
+            and labels.get(LABEL_POOL_OWNER)
+        ):
             owners.add(labels[LABEL_POOL_OWNER])
     return owners
 
@@ -157,8 +161,13 @@ async def run_reaper(
                 alive = _not_in(dead)
             # An episode created after the snapshot is younger than grace_s: it is not reaped.
             removed = await asyncio.to_thread(
-                reap, backend, is_open=still_open.__contains__, max_age_s=max_age_s, grace_s=grace_s,
-                owner_alive=alive, owner_grace_s=owner_grace_s,
+                reap,
+                backend,
+                is_open=still_open.__contains__,
+                max_age_s=max_age_s,
+                grace_s=grace_s,
+                owner_alive=alive,
+                owner_grace_s=owner_grace_s,
             )
             if removed:
                 log.info("reaper: removed %d workspace(s)", len(removed))

@@ -273,7 +273,9 @@ class ShellPool:
         with self._lock:
             return self._locks.setdefault(episode_id, threading.Lock())
 
-    def call(self, episode_id: str, start: Callable[[], ShellSession], fn: Callable[[ShellSession], T]) -> tuple[T, bool]:
+    def call(
+        self, episode_id: str, start: Callable[[], ShellSession], fn: Callable[[ShellSession], T]
+    ) -> tuple[T, bool]:
         """``fn(session)`` in the episode's shell, started (``start``) when there is none.
 
         Returns ``fn``'s result and whether a previous driver had gone away.

@@ -35,7 +35,7 @@ _BASH_OWN = (
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _SAVE = (
     "__ise_save() { { set +euxv; } 2>/dev/null; { for __ise_n in " + " ".join(f"${{!{c}@}}" for c in _LETTERS) + "; do "
-    "case $__ise_n in " + _BASH_OWN + ") ;; *) declare -p -- \"$__ise_n\";; esac; done; "
+    "case $__ise_n in " + _BASH_OWN + ') ;; *) declare -p -- "$__ise_n";; esac; done; '
     "declare -f; alias -p; umask -p; printf 'cd -- %q\\n' \"$PWD\"; } >" + STATE + " 2>/dev/null; }; "
 )
 
@@ -80,13 +80,20 @@ class Agent:
             data = command.encode("utf-8", "replace")
             view = memoryview(data)
             while view:
-                view = view[os.write(memfd, view):]
+                view = view[os.write(memfd, view) :]
             os.lseek(memfd, 0, os.SEEK_SET)
             return subprocess.Popen(
                 [BASH, "--noprofile", "--norc", "-c", script(memfd, workdir, stateful), "bash"],
-                stdin=subprocess.DEVNULL, stdout=out_fd, stderr=err_fd, pass_fds=(memfd,),
-                cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/", env=self.env, start_new_session=True,
-                user=self.uid, group=self.gid, extra_groups=[self.gid],
+                stdin=subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err_fd,
+                pass_fds=(memfd,),
+                cwd=WORKSPACE if os.path.isdir(WORKSPACE) else "/",
+                env=self.env,
+                start_new_session=True,
+                user=self.uid,
+                group=self.gid,
+                extra_groups=[self.gid],
             )
         finally:
             os.close(memfd)

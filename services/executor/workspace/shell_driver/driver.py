@@ -236,8 +236,10 @@ class Driver:
             if self.pump(run) or proc.poll() is not None:
                 code = proc.wait()
                 if code == -signal.SIGKILL and self.phase == 0:
-                    self.note += "[ise] the command was killed (SIGKILL) before it could save the shell state; " \
-                                 "the next command starts from the state before it.\n"
+                    self.note += (
+                        "[ise] the command was killed (SIGKILL) before it could save the shell state; "
+                        "the next command starts from the state before it.\n"
+                    )
                 return 128 - code if code < 0 else code
             now = time.monotonic()
             if self.phase == 0 and now >= deadline:
@@ -289,9 +291,16 @@ class Run:
                 self.pending[index] = bytearray()
 
     def finish(self, exit_code, duration_ms, timed_out, note):
-        send({
-            "id": self.id, "done": True, "exit_code": exit_code, "duration_ms": duration_ms,
-            "truncated": self.truncated, "timed_out": timed_out, "note": note,
-            "o": base64.b64encode(bytes(self.pending[0])).decode(),
-            "e": base64.b64encode(bytes(self.pending[1])).decode(),
-        })
+        send(
+            {
+                "id": self.id,
+                "done": True,
+                "exit_code": exit_code,
+                "duration_ms": duration_ms,
+                "truncated": self.truncated,
+                "timed_out": timed_out,
+                "note": note,
+                "o": base64.b64encode(bytes(self.pending[0])).decode(),
+                "e": base64.b64encode(bytes(self.pending[1])).decode(),
+            }
+        )

@@ -9,6 +9,7 @@ Failures are ``FileOpFailed(reason, missing)``; ``missing`` means the path or a 
 """
 
 import base64
+import contextlib
 import errno
 import os
 import stat
@@ -74,13 +75,11 @@ def write(path, data):
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if st is not None:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                try:
+                with contextlib.suppress(OSError):  # not root: the file stays ours
                     os.fchown(fd, st.st_uid, st.st_gid)
-                except OSError:
-                    pass  # not root: the file stays ours
             # Querying the times makes the rename below stamp a fine-grained ctime on kernels with
             # multigrain timestamps (6.13+), so a file written right after another sorts after it in Inspect.
             os.fstat(fd)
@@ -99,7 +98,5 @@ def write(path, data):
 
 
 def _discard(path):
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

@@ -29,8 +29,13 @@ class History:
 
     def record(self, cmd, exit_code, duration_ms, timed_out):
         line = json.dumps(
-            {"t": int(time.time() * 1000), "cmd": cmd[:CMD_CHARS], "exit_code": exit_code,
-             "duration_ms": duration_ms, "timed_out": timed_out},
+            {
+                "t": int(time.time() * 1000),
+                "cmd": cmd[:CMD_CHARS],
+                "exit_code": exit_code,
+                "duration_ms": duration_ms,
+                "timed_out": timed_out,
+            },
             separators=(",", ":"),
         )
         try:

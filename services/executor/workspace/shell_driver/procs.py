@@ -1,5 +1,6 @@
 """Processes of the agent: who is in a command's session, signalling them, and the workspace's pids usage."""
 
+import contextlib
 import os
 import signal
 
@@ -48,10 +49,8 @@ def user_processes(uid):
 
 def signal_pids(pids, sig):
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, sig)
-        except OSError:
-            pass
 
 
 def pids_usage(limit):
