@@ -29,8 +29,14 @@ BIG = 50 << 20  # the user's 50 MB line
 
 def ise(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     python = str(PYTHON if PYTHON.exists() else Path(sys.executable))
-    return subprocess.run([python, "-m", "services.cli.main", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [python, "-m", "services.cli.main", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def failed_cleanly(proc: subprocess.CompletedProcess[str], code: int, *expect: str) -> None:
@@ -40,9 +46,18 @@ def failed_cleanly(proc: subprocess.CompletedProcess[str], code: int, *expect: s
         assert text in proc.stderr, proc.stderr
 
 
-MESSAGES = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [
-    {"id": "c", "type": "function", "function": {"name": "exec", "arguments": "{}"}}]},
-    {"role": "tool", "tool_call_id": "c", "content": "ok"}, {"role": "assistant", "content": "done"}]}
+MESSAGES = {
+    "messages": [
+        {"role": "user", "content": "hi"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "exec", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c", "content": "ok"},
+        {"role": "assistant", "content": "done"},
+    ]
+}
 
 
 def make(kind: str, root: Path) -> Path:
@@ -69,17 +84,20 @@ def make(kind: str, root: Path) -> Path:
     return shard if kind == "single file" else run
 
 
-@pytest.mark.parametrize("kind, code, expect", [
-    ("missing", 2, ["nowhere: no such file or folder"]),
-    ("empty folder", 2, ["holds no trajectories-*.jsonl shards (it is empty)"]),
-    ("other names", 2, ["holds other .jsonl files", "episodes.jsonl"]),
-    ("non-JSON", 2, ["trajectories-a-00000.jsonl:1: not valid JSON"]),
-    ("non-UTF-8", 2, ["trajectories-a-00000.jsonl:2: not UTF-8"]),
-    ("unknown shape", 2, ['trajectories-a-00000.jsonl:2: not a trajectory record: no "messages" list']),
-    ("foreign record", 0, []),
-    ("single file", 0, []),
-    ("torn last line", 0, ["ise: warning:", "trajectories-a-00000.jsonl:2: the last line is incomplete"]),
-])
+@pytest.mark.parametrize(
+    "kind, code, expect",
+    [
+        ("missing", 2, ["nowhere: no such file or folder"]),
+        ("empty folder", 2, ["holds no trajectories-*.jsonl shards (it is empty)"]),
+        ("other names", 2, ["holds other .jsonl files", "episodes.jsonl"]),
+        ("non-JSON", 2, ["trajectories-a-00000.jsonl:1: not valid JSON"]),
+        ("non-UTF-8", 2, ["trajectories-a-00000.jsonl:2: not UTF-8"]),
+        ("unknown shape", 2, ['trajectories-a-00000.jsonl:2: not a trajectory record: no "messages" list']),
+        ("foreign record", 0, []),
+        ("single file", 0, []),
+        ("torn last line", 0, ["ise: warning:", "trajectories-a-00000.jsonl:2: the last line is incomplete"]),
+    ],
+)
 def test_stats_on_bad_input(tmp_path: Path, kind: str, code: int, expect: list[str]) -> None:
     proc = ise("stats", str(make(kind, tmp_path)))
     failed_cleanly(proc, code, *expect)
@@ -87,16 +105,22 @@ def test_stats_on_bad_input(tmp_path: Path, kind: str, code: int, expect: list[s
         assert proc.stderr.startswith("ise: error: ") and proc.stdout == ""
         assert not list(tmp_path.rglob("*stats.json"))
     else:
-        assert "trajectories                       1" in proc.stdout and "tool calls / trajectory            1.0" in proc.stdout
+        assert (
+            "trajectories                       1" in proc.stdout
+            and "tool calls / trajectory            1.0" in proc.stdout
+        )
         assert "saved as" in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--intents", "0"], "argument --intents: must be 1 or more, not 0"),
-    (["--intents", "-5"], "argument --intents: must be 1 or more, not -5"),
-    (["--max-turns", "0"], "argument --max-turns: must be 1 or more, not 0"),
-    (["--timeout", "-1"], "argument --timeout: must be more than 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--intents", "0"], "argument --intents: must be 1 or more, not 0"),
+        (["--intents", "-5"], "argument --intents: must be 1 or more, not -5"),
+        (["--max-turns", "0"], "argument --max-turns: must be 1 or more, not 0"),
+        (["--timeout", "-1"], "argument --timeout: must be more than 0"),
+    ],
+)
 def test_run_refuses_bad_numbers_before_starting_anything(args: list[str], message: str) -> None:
     failed_cleanly(ise("run", *args, timeout=60), 2, message)
 
@@ -111,8 +135,10 @@ def seven_with_one_oversized(path: Path) -> list[str]:
 
 
 async def proposed(kafka_settings) -> list[IntentProposed]:
-    return [IntentProposed.model_validate_json(r.value)
-            async for r in read_to_end(kafka_settings, kafka_settings.topics.intents_proposed)]
+    return [
+        IntentProposed.model_validate_json(r.value)
+        async for r in read_to_end(kafka_settings, kafka_settings.topics.intents_proposed)
+    ]
 
 
 def test_import_with_an_oversized_line(tmp_path: Path, stack_endpoints, kafka_settings, prefix: str) -> None:
@@ -122,8 +148,13 @@ def test_import_with_an_oversized_line(tmp_path: Path, stack_endpoints, kafka_se
     where = "seven.jsonl:5: line is 50.0 MiB, over the 1.0 MiB limit"
 
     dry = ise("intents", "import", str(path), "--dry-run", "--run-id", "run-dry", env=env)
-    failed_cleanly(dry, 1, where, "6 good line(s), 1 bad line(s)",
-                   "a real import would publish the 6 good intent(s) to run run-dry and skip the bad lines")
+    failed_cleanly(
+        dry,
+        1,
+        where,
+        "6 good line(s), 1 bad line(s)",
+        "a real import would publish the 6 good intent(s) to run run-dry and skip the bad lines",
+    )
     strict_dry = ise("intents", "import", str(path), "--dry-run", "--strict", env=env)
     failed_cleanly(strict_dry, 1, where, "a real import would publish nothing (--strict")
     strict = ise("intents", "import", str(path), "--strict", "--run-id", "run-strict", env=env)
@@ -138,8 +169,12 @@ def test_import_with_an_oversized_line(tmp_path: Path, stack_endpoints, kafka_se
 
     only_big = tmp_path / "big.jsonl"
     only_big.write_text(json.dumps({"natural_language_intent": "y" * BIG}) + "\n")
-    failed_cleanly(ise("intents", "import", str(only_big), env=env), 1, "big.jsonl:1: line is 50.0 MiB",
-                   "nothing published (every line is bad)")
+    failed_cleanly(
+        ise("intents", "import", str(only_big), env=env),
+        1,
+        "big.jsonl:1: line is 50.0 MiB",
+        "nothing published (every line is bad)",
+    )
     assert len(asyncio.run(proposed(kafka_settings))) == 6
 
 

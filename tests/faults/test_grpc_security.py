@@ -59,7 +59,9 @@ def backend() -> Iterator[DockerWorkspaceBackend]:
     image = os.environ.get("ISE_WORKSPACE_IMAGE") or DEFAULT_TAG
     if image == DEFAULT_TAG:
         ensure_workspace_image(DEFAULT_TAG)
-    be = DockerWorkspaceBackend(image, WorkspaceLimits(output_cap_bytes=4096), name_prefix=f"ise-sec-{uuid.uuid4().hex[:8]}")
+    be = DockerWorkspaceBackend(
+        image, WorkspaceLimits(output_cap_bytes=4096), name_prefix=f"ise-sec-{uuid.uuid4().hex[:8]}"
+    )
     yield be
     for info in be.list_workspaces():
         be.close(info.episode_id)
@@ -111,10 +113,15 @@ def _every_rpc(stub: pb_grpc.WorkspacesStub, episode_id: str, **kw: object) -> d
     }
 
 
-async def _out_of_reach(stub: pb_grpc.WorkspacesStub, episode_id: str, metadata: object, *, readable: bool = False) -> None:
+async def _out_of_reach(
+    stub: pb_grpc.WorkspacesStub, episode_id: str, metadata: object, *, readable: bool = False
+) -> None:
     """Nothing but (``readable``) Inspect/ReadFile reaches ``episode_id`` for this caller."""
     ep = episode_id
-    assert await _code(stub.Exec(pb.ExecRequest(episode_id=ep, command="touch /workspace/planted"), metadata=metadata)) == NF
+    assert (
+        await _code(stub.Exec(pb.ExecRequest(episode_id=ep, command="touch /workspace/planted"), metadata=metadata))
+        == NF
+    )
     write = pb.WriteFileRequest(episode_id=ep, path="planted", content=b"x")
     assert await _code(stub.WriteFile(write, metadata=metadata)) == NF
     assert not (await stub.Close(pb.CloseWorkspaceRequest(episode_id=ep), metadata=metadata)).removed
@@ -152,7 +159,9 @@ async def test_binding_beyond_loopback_needs_a_token(backend: DockerWorkspaceBac
         require_safe_bind(host, Callers())
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text(f"# external agents\ncarol {uuid.uuid4().hex}\n\n")
-    settings = ExecutorSettings(grpc_host="0.0.0.0", grpc_caller_tokens={"alice": ALICE_TOKEN}, grpc_tokens_file=str(tokens_file))
+    settings = ExecutorSettings(
+        grpc_host="0.0.0.0", grpc_caller_tokens={"alice": ALICE_TOKEN}, grpc_tokens_file=str(tokens_file)
+    )
     assert sorted(callers_from_settings(settings).names()) == ["alice", "carol"]
     with pytest.raises(AuthConfigError, match="too short"):
         callers_from_settings(ExecutorSettings(grpc_token="secret"))
@@ -167,8 +176,14 @@ def test_tokens_identify_callers() -> None:
     assert callers.identify(SYSTEM) == Caller("system", system=True)
     assert callers.identify(ALICE) == Caller("alice")
     assert callers.identify((("authorization", f"bearer {BOB_TOKEN}"),)) == Caller("bob")
-    for metadata in (None, (), (("authorization", "Bearer wrong-token-0123456789"),), (("authorization", ALICE_TOKEN),),
-                     (("authorization", f"Basic {ALICE_TOKEN}"),), (("authorization", "Bearer "),)):
+    for metadata in (
+        None,
+        (),
+        (("authorization", "Bearer wrong-token-0123456789"),),
+        (("authorization", ALICE_TOKEN),),
+        (("authorization", f"Basic {ALICE_TOKEN}"),),
+        (("authorization", "Bearer "),),
+    ):
         assert callers.identify(metadata) is None, metadata
     assert Callers().identify(SYSTEM) == Caller("anonymous"), "no tokens configured: one anonymous caller"
 
@@ -199,7 +214,9 @@ async def test_callers_reach_only_their_own_workspaces(backend: DockerWorkspaceB
         stub = served.stub
         mine = (await stub.Create(pb.CreateWorkspaceRequest(episode_id="w1", run_id="r"), metadata=ALICE)).workspace
         assert (mine.episode_id, mine.labels["ise.grpc.owner"]) == ("w1", "alice")
-        await stub.WriteFile(pb.WriteFileRequest(episode_id="w1", path="secret.txt", content=b"alice's"), metadata=ALICE)
+        await stub.WriteFile(
+            pb.WriteFileRequest(episode_id="w1", path="secret.txt", content=b"alice's"), metadata=ALICE
+        )
 
         for other in (BOB, SYSTEM):  # neither another caller nor the system token reaches alice's workspace
             assert not (await stub.List(pb.ListWorkspacesRequest(), metadata=other)).workspaces
@@ -231,7 +248,7 @@ async def test_pipeline_episodes_and_the_warm_pool_are_out_of_reach(backend: Doc
         pipeline = "ep-" + uuid.uuid4().hex[:16]
         backend.create(pipeline, "run-p")  # the agent loop's workspace: takes the warm one, which refills
         mark_episode_start(backend, pipeline)
-        time.sleep(0.02)  # ctimes have ms resolution: the file is strictly newer than the episode's start
+        await asyncio.sleep(0.02)  # ctimes have ms resolution: the file is strictly newer than the episode's start
         backend.write_file(pipeline, "secret.txt", b"pipeline")
         assert pool.wait_full(120)
         rows = backend.client.api.containers(filters={"label": [f"ise.pool.owner={pool.owner}"]})
@@ -268,7 +285,7 @@ async def test_grounding_uses_the_system_token(backend: DockerWorkspaceBackend) 
     pipeline = "ep-" + uuid.uuid4().hex[:16]
     backend.create(pipeline, "run-p")
     mark_episode_start(backend, pipeline)
-    time.sleep(0.02)
+    await asyncio.sleep(0.02)
     backend.write_file(pipeline, "notes/plan.md", b"plan\n")
     async with serving(backend) as served:
         grounded = WorkspaceInspector(served.address, SYSTEM_TOKEN)
@@ -287,8 +304,9 @@ async def test_grounding_uses_the_system_token(backend: DockerWorkspaceBackend) 
 
 
 async def test_oversized_requests_are_refused(backend: DockerWorkspaceBackend) -> None:
-    limits = GrpcLimits(max_message_bytes=1 << 20, max_write_bytes=256 << 10, max_read_bytes=256 << 10,
-                        max_command_bytes=1024)
+    limits = GrpcLimits(
+        max_message_bytes=1 << 20, max_write_bytes=256 << 10, max_read_bytes=256 << 10, max_command_bytes=1024
+    )
     async with serving(backend, limits=limits) as served:
         stub = served.stub
         await stub.Create(pb.CreateWorkspaceRequest(episode_id="big", run_id="r"), metadata=ALICE)
@@ -302,14 +320,18 @@ async def test_oversized_requests_are_refused(backend: DockerWorkspaceBackend) -
         assert await _code(write(2 << 20)) == EXHAUSTED  # past the message limit: refused by gRPC itself
         code, details = await _details(stub.Exec(pb.ExecRequest(episode_id="big", command="#" * 1025), metadata=ALICE))
         assert code == BAD and "ISE_EXEC_GRPC_MAX_COMMAND_BYTES" in details
-        assert (await stub.Exec(pb.ExecRequest(episode_id="big", command=":" + " " * 1023), metadata=ALICE)).exit_code == 0
+        assert (
+            await stub.Exec(pb.ExecRequest(episode_id="big", command=":" + " " * 1023), metadata=ALICE)
+        ).exit_code == 0
         too_much = pb.ReadFileRequest(episode_id="big", path="f", max_bytes=(256 << 10) + 1)
         assert await _code(stub.ReadFile(too_much, metadata=ALICE)) == BAD
         long_path = pb.ReadFileRequest(episode_id="big", path="a/" * 3000)
         assert await _code(stub.ReadFile(long_path, metadata=ALICE)) == BAD
-        for request in (pb.CreateWorkspaceRequest(episode_id="e" * 129, run_id="r"),
-                        pb.CreateWorkspaceRequest(episode_id="ok", run_id="r" * 129),
-                        pb.CreateWorkspaceRequest(episode_id="ok", run_id="bad\nrun")):
+        for request in (
+            pb.CreateWorkspaceRequest(episode_id="e" * 129, run_id="r"),
+            pb.CreateWorkspaceRequest(episode_id="ok", run_id="r" * 129),
+            pb.CreateWorkspaceRequest(episode_id="ok", run_id="bad\nrun"),
+        ):
             assert await _code(stub.Create(request, metadata=ALICE)) == BAD
         slow = pb.ExecRequest(episode_id="big", command="true", timeout_s=1e9)
         assert await _code(stub.Exec(slow, metadata=ALICE)) == BAD
@@ -349,8 +371,9 @@ async def test_slow_execs_do_not_starve_the_agent_loop(backend: DockerWorkspaceB
         for i in range(4):
             await stub.Create(pb.CreateWorkspaceRequest(episode_id=f"s{i}", run_id="r"), metadata=ALICE)
         sleeps = [
-            asyncio.ensure_future(stub.Exec(pb.ExecRequest(episode_id=f"s{i % 4}", command="sleep 15", timeout_s=20),
-                                            metadata=ALICE))
+            asyncio.ensure_future(
+                stub.Exec(pb.ExecRequest(episode_id=f"s{i % 4}", command="sleep 15", timeout_s=20), metadata=ALICE)
+            )
             for i in range(8)
         ]
         await asyncio.sleep(1.5)  # 4 running (alice's share of the pool), 4 waiting for their workspace
@@ -402,7 +425,9 @@ async def test_exec_past_its_deadline_is_killed(backend: DockerWorkspaceBackend)
 
 async def test_stop_is_prompt(backend: DockerWorkspaceBackend) -> None:
     port = free_port(HOST)
-    server = await serve_workspaces(backend, host=HOST, port=port, callers=_callers(), limits=GrpcLimits(stop_grace_s=1))
+    server = await serve_workspaces(
+        backend, host=HOST, port=port, callers=_callers(), limits=GrpcLimits(stop_grace_s=1)
+    )
     async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:
         stub = pb_grpc.WorkspacesStub(channel)
         await stub.Create(pb.CreateWorkspaceRequest(episode_id="st", run_id="r"), metadata=ALICE)
@@ -449,7 +474,10 @@ def test_the_process_exits_promptly_with_a_command_running(backend: DockerWorksp
     try:
         done = subprocess.run(
             [sys.executable, "-c", STOP_SCRIPT, backend.image, prefix, str(free_port(HOST))],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         exited = time.monotonic()
         assert done.returncode == 0, (done.stdout[-500:], done.stderr[-2000:])

@@ -95,8 +95,9 @@ def test_a_command_cannot_forge_its_result(backend: DockerWorkspaceBackend, epis
 def test_the_history_inspect_trusts_is_out_of_reach(backend: DockerWorkspaceBackend, episode: str) -> None:
     mark_episode_start(backend, episode)
     assert run(backend, episode, "exit 7").exit_code == 7
-    fake = json.dumps({"t": int(time.time() * 1000) + 60_000, "cmd": "exit 7", "exit_code": 0,
-                       "duration_ms": 1, "timed_out": False})
+    fake = json.dumps(
+        {"t": int(time.time() * 1000) + 60_000, "cmd": "exit 7", "exit_code": 0, "duration_ms": 1, "timed_out": False}
+    )
     attacks = [
         f"echo '{fake}' >> {HISTORY_PATH}",
         f"rm -f {HISTORY_PATH}",
@@ -108,7 +109,7 @@ def test_the_history_inspect_trusts_is_out_of_reach(backend: DockerWorkspaceBack
     ]
     for attack in attacks:
         result = run(backend, episode, attack)
-        assert result.exit_code != 0 and "ermission denied" in result.stderr or "not permitted" in result.stderr, attack
+        assert (result.exit_code != 0 and "ermission denied" in result.stderr) or "not permitted" in result.stderr, attack
     assert run(backend, episode, f"stat -c '%U %a' {HISTORY_PATH} /opt/ise").stdout == "root 644\nroot 755\n"
     state = inspect_workspace(backend, episode, max_commands=20)
     seven = [c.exit_code for c in state.commands if c.command == "exit 7"]
@@ -121,13 +122,22 @@ def test_the_agent_is_unprivileged(backend: DockerWorkspaceBackend, episode: str
     lines = ids.stdout.split("\n")
     assert lines[0] == "1000" and lines[1] == "1000", ids
     caps = dict(line.split(":\t") for line in lines[2:] if line)
-    assert caps == {"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
-                    "CapAmb": "0000000000000000", "NoNewPrivs": "1"}, caps
+    assert caps == {
+        "CapInh": "0000000000000000",
+        "CapPrm": "0000000000000000",
+        "CapEff": "0000000000000000",
+        "CapAmb": "0000000000000000",
+        "NoNewPrivs": "1",
+    }, caps
     for path in ("/etc/passwd", "/etc/new", "/usr/bin/new", "/usr/local/bin/ls", "/bin/sh", "/root/x", "/opt/ise/x"):
         wrote = run(backend, episode, f"echo pwned > {path}")
         assert wrote.exit_code != 0, path
-    escalate = run(backend, episode, "su -c id root </dev/null; chown agent /etc/passwd; chmod 777 /etc; "
-                                     "mount -t tmpfs x /mnt; unshare -r id; echo end")
+    escalate = run(
+        backend,
+        episode,
+        "su -c id root </dev/null; chown agent /etc/passwd; chmod 777 /etc; "
+        "mount -t tmpfs x /mnt; unshare -r id; echo end",
+    )
     assert escalate.stdout == "end\n" and "uid=0" not in escalate.stdout + escalate.stderr
     # The file tools run as the agent too: no write outside its reach, even through a symlink.
     run(backend, episode, "ln -s /etc/passwd /workspace/evil")
@@ -143,16 +153,22 @@ def test_the_agent_is_unprivileged(backend: DockerWorkspaceBackend, episode: str
     with pytest.raises(FileOpError):
         plain.write_file(episode, "/workspace/evil", b"root::0:0::/:/bin/sh\n")
     assert plain.write_file(episode, "plain.txt", b"plain") == 5
-    assert run(backend, episode, "cat plain.txt; stat -c %U plain.txt; head -c 5 /etc/passwd").stdout == \
-        "plainagent\nroot:"
+    assert (
+        run(backend, episode, "cat plain.txt; stat -c %U plain.txt; head -c 5 /etc/passwd").stdout
+        == "plainagent\nroot:"
+    )
     attrs = backend.client.api.inspect_container(backend.container_name(episode))["HostConfig"]
     assert attrs["CapDrop"] == ["ALL"] and "no-new-privileges" in attrs["SecurityOpt"]
 
 
 def test_no_network(backend: DockerWorkspaceBackend, episode: str) -> None:
     assert run(backend, episode, "ls /sys/class/net").stdout.split() == ["lo"]
-    probe = run(backend, episode, "python3 -c \"import socket; s=socket.socket(); s.settimeout(3); "
-                                  "s.connect(('1.1.1.1', 80))\"; curl -sS -m 3 http://example.com")
+    probe = run(
+        backend,
+        episode,
+        'python3 -c "import socket; s=socket.socket(); s.settimeout(3); '
+        "s.connect(('1.1.1.1', 80))\"; curl -sS -m 3 http://example.com",
+    )
     assert probe.exit_code != 0 and "unreachable" in probe.stderr.lower()
 
 
@@ -176,8 +192,12 @@ def test_output_flood_is_capped(backend: DockerWorkspaceBackend, episode: str) -
 
 
 def test_never_returning_commands_time_out(backend: DockerWorkspaceBackend, episode: str) -> None:
-    for command, code in (("sleep infinity", 124), ("while :; do :; done", 124),
-                          ("trap '' TERM INT; sleep infinity", 137), ("sleep infinity & wait", 124)):
+    for command, code in (
+        ("sleep infinity", 124),
+        ("while :; do :; done", 124),
+        ("trap '' TERM INT; sleep infinity", 137),
+        ("sleep infinity & wait", 124),
+    ):
         result = run(backend, episode, command, timeout_s=1)
         assert result.timed_out and result.exit_code == code, (command, result)
         assert result.duration_ms < 6000, (command, result)
@@ -231,8 +251,20 @@ async def test_idle_pool_containers_of_a_killed_owner_are_reaped(redis_settings:
 
     def start_owner() -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen(
-            [sys.executable, "-c", OWNER, redis_settings.url, redis_settings.key_prefix, image, name_prefix,
-             str(int(ttl_s * 1000))], stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ},
+            [
+                sys.executable,
+                "-c",
+                OWNER,
+                redis_settings.url,
+                redis_settings.key_prefix,
+                image,
+                name_prefix,
+                str(int(ttl_s * 1000)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={**os.environ},
         )
         assert proc.stdout is not None
         return proc, proc.stdout.readline().strip()
@@ -246,17 +278,26 @@ async def test_idle_pool_containers_of_a_killed_owner_are_reaped(redis_settings:
     try:
         assert dead_owner and live_owner and len(idle()) == 4
         backend = DockerWorkspaceBackend(image, WorkspaceLimits(memory_mb=128, pids=64), name_prefix=name_prefix)
-        reaper = asyncio.create_task(run_reaper(
-            backend, is_open=lambda _: asyncio.sleep(0, True), interval_s=interval_s, max_age_s=3600,
-            grace_s=3600, owner_alive=owner_alive, owner_grace_s=ttl_s,
-        ))
+        reaper = asyncio.create_task(
+            run_reaper(
+                backend,
+                is_open=lambda _: asyncio.sleep(0, True),
+                interval_s=interval_s,
+                max_age_s=3600,
+                grace_s=3600,
+                owner_alive=owner_alive,
+                owner_grace_s=ttl_s,
+            )
+        )
         await asyncio.sleep(ttl_s + 2 * interval_s)
         assert len(idle()) == 4, "live owners' idle containers are kept"
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         killed_at = time.monotonic()
-        owned = {r["Names"][0].lstrip("/") for r in api.containers(
-            all=True, filters={"label": [f"ise.pool.owner={dead_owner}"]})}
+        owned = {
+            r["Names"][0].lstrip("/")
+            for r in api.containers(all=True, filters={"label": [f"ise.pool.owner={dead_owner}"]})
+        }
         assert len(owned) == 2
         while set(idle()) & owned and time.monotonic() - killed_at < 30:
             await asyncio.sleep(0.2)
