@@ -1,7 +1,8 @@
 """The ``ise`` command: run a generation, run one service, manage the local stack, read stats.
 
 ise run                 generate a small dataset end to end on the embedded stack
-ise service NAME        run one service (intent | dedup | simulator | executor)
+ise service NAME        run one long-running service (dedup | simulator | executor)
+ise job intent          run the intent job of one run (publishes its intents, then exits)
 ise stack up|down|status
 ise stats RUN_DIR       print the statistics of a written dataset
 ise docs                write the AsyncAPI document of each service
@@ -20,11 +21,13 @@ from pydantic import ValidationError
 
 from services.cli import diversity_cmd, intents_cmd
 from services.cli.argtypes import positive_float, positive_int, run_id_arg
+from services.common.contracts.envelope import is_safe_id
 from services.common.errors import ConfigError, ISEError
 from services.common.logs import setup_logging
 from services.stack.procs import StackError
 
-SERVICES = ("intent", "dedup", "simulator", "executor")
+SERVICES = ("dedup", "simulator", "executor")  # = services.common.runner.SERVICES (not imported: fast --help)
+JOBS = ("intent",)  # = services.common.runner.JOBS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,10 +64,19 @@ def _parser() -> argparse.ArgumentParser:
 
     service = sub.add_parser(
         "service",
-        help="run one service in the foreground",
-        description="Run one service until SIGTERM/SIGINT (the intent job exits when done).",
+        help="run one long-running service in the foreground",
+        description="Run one service until SIGTERM/SIGINT. Settings come from ISE_* variables; an unknown "
+        "ISE_* variable stops it at start.",
     )
     service.add_argument("name", choices=SERVICES)
+    job = sub.add_parser(
+        "job",
+        help="run a job (the intent job: render one run's intents, publish them, exit)",
+        description="Run a job to completion. The intent job renders ISE_INTENT_COUNT intents for the run "
+        "given by --run-id (or ISE_RUN_ID) and publishes them on ise.intents.proposed.",
+    )
+    job.add_argument("name", choices=JOBS)
+    job.add_argument("--run-id", type=run_id_arg, default=None, help="the run the intents belong to (or ISE_RUN_ID)")
 
     stack = sub.add_parser("stack", help="manage the embedded Kafka, Redis, Docker and workspace image")
     stack.add_argument("action", choices=("up", "down", "status"))
@@ -90,27 +102,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _service(name: str) -> int:
+    import importlib
+
+    from services.common.runner import SERVICES as MODULES
     from services.common.runner import run
 
     setup_logging(name)
-    if name == "intent":
-        import asyncio
+    run(importlib.import_module(MODULES[name]).create_app())
+    return 0
 
-        from services.intent.app import run_job
 
-        run_id = os.environ.get("ISE_RUN_ID")
-        if not run_id:
-            raise ConfigError("the intent job needs ISE_RUN_ID (the run its intents belong to)")
-        asyncio.run(run_job(run_id))
-        return 0
-    module = {
-        "dedup": "services.dedup.app",
-        "simulator": "services.simulator.app",
-        "executor": "services.executor.app",
-    }[name]
+def _job(name: str, run_id: str | None) -> int:
+    import asyncio
     import importlib
 
-    run(importlib.import_module(module).create_app())
+    from services.common.runner import JOBS as MODULES
+
+    setup_logging(name)
+    run_id = run_id or os.environ.get("ISE_RUN_ID")
+    if not run_id:
+        raise ConfigError(f"the {name} job needs a run id: --run-id RUN or ISE_RUN_ID")
+    if not is_safe_id(run_id):
+        raise ConfigError(f"ISE_RUN_ID={run_id!r} is not a usable run id (letters, digits and _.:- only)")
+    asyncio.run(importlib.import_module(MODULES[name]).run_job(run_id))
     return 0
 
 
@@ -154,6 +168,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_command(args)
     if args.command == "service":
         return _service(args.name)
+    if args.command == "job":
+        return _job(args.name, args.run_id)
     if args.command == "stack":
         return _stack(args.action, args.no_image)
     if args.command == "diversity":

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from services.common.runner import JOBS
 from services.stack.procs import StackError, log_tail, spawn, stop
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class LocalPipeline:
                 self.start_one(name, f"{name}-{i}", extra)
 
     def start_one(self, service: str, label: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "services.cli.main", "service", service]
+        kind = "job" if service in JOBS else "service"
+        argv = [sys.executable, "-m", "services.cli.main", kind, service]
         proc = spawn(
             argv,
             log_path=self.log_dir / f"{label}.log",

@@ -39,7 +39,7 @@ SERVICES = {
 """Long-running services: module with ``create_app() -> FastStream`` (``ise service NAME``)."""
 
 JOBS = {"intent": "services.intent.app"}
-"""Jobs: module with ``async run_job(run_id)``; they exit when done (``ise service intent``)."""
+"""Jobs: module with ``async run_job(run_id)``; they exit when done (``ise job intent``)."""
 
 
 @dataclass

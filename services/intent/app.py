@@ -1,6 +1,6 @@
 """Intent job process: sample, render and publish ``count`` intents for a run, then exit.
 
-Unlike the other services it is a producer only: a run starts it once (``ise service intent``).
+Unlike the other services it is a producer only: a run starts it once (``ise job intent``): a job, not a service.
 """
 
 from __future__ import annotations

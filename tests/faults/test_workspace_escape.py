@@ -109,7 +109,9 @@ def test_the_history_inspect_trusts_is_out_of_reach(backend: DockerWorkspaceBack
     ]
     for attack in attacks:
         result = run(backend, episode, attack)
-        assert (result.exit_code != 0 and "ermission denied" in result.stderr) or "not permitted" in result.stderr, attack
+        assert (result.exit_code != 0 and "ermission denied" in result.stderr) or "not permitted" in result.stderr, (
+            attack
+        )
     assert run(backend, episode, f"stat -c '%U %a' {HISTORY_PATH} /opt/ise").stdout == "root 644\nroot 755\n"
     state = inspect_workspace(backend, episode, max_commands=20)
     seven = [c.exit_code for c in state.commands if c.command == "exit 7"]
@@ -177,9 +179,11 @@ def test_fork_bomb_is_contained(backend: DockerWorkspaceBackend, episode: str) -
     # the second bomb leaves the command's session (setsid): the watchdog kills by user, not by session
     for bomb in (":(){ :|:& };:", "setsid bash -c ':(){ :|:& };:' &"):
         notes = [run(backend, episode, bomb, timeout_s=3).stderr]
-        while all("process limit" not in note for note in notes) and time.monotonic() - started < 60:
+        # the driver reaps the bomb either when it sees the limit reached or when it cannot fork itself
+        reaped = ("process limit", "could not start a process")
+        while not any(r in note for note in notes for r in reaped) and time.monotonic() - started < 60:
             notes.append(run(backend, episode, "sleep 0.2", timeout_s=5).stderr)
-        assert any("process limit" in note for note in notes), (bomb, notes)
+        assert any(r in note for note in notes for r in reaped), (bomb, notes)
         left = run(backend, episode, "sleep 0.5; pgrep -c -u agent")
         assert left.exit_code == 0 and int(left.stdout) <= 3, (bomb, left)  # this command's bash and pgrep
     assert time.monotonic() - started < 60
