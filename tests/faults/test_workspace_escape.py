@@ -31,7 +31,7 @@ from services.common.state import StateStore
 from services.executor.errors import FileOpError
 from services.executor.workspace.base import ExecResult, WorkspaceLimits
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
-from services.executor.workspace.inspect import inspect_workspace, mark_episode_start
+from services.executor.workspace.inspect import MARKER_PATH, inspect_workspace, mark_episode_start
 from services.executor.workspace.labels import is_idle_name
 from services.executor.workspace.reaper import run_reaper
 from services.executor.workspace.shell_driver.history import PATH as HISTORY_PATH
@@ -117,6 +117,24 @@ def test_the_history_inspect_trusts_is_out_of_reach(backend: DockerWorkspaceBack
     seven = [c.exit_code for c in state.commands if c.command == "exit 7"]
     assert seven == [7], state.commands
     assert all(c.exit_code != 0 for c in state.commands if c.command in attacks)
+
+
+def test_the_episode_start_inspect_compares_against_is_out_of_reach(
+    backend: DockerWorkspaceBackend, episode: str
+) -> None:
+    """Moving, deleting or re-dating the marker would hide the agent's changes from the user."""
+    mark_episode_start(backend, episode)
+    run(backend, episode, "echo done > /workspace/report.txt")
+    for attack in (
+        f"touch {MARKER_PATH}",
+        f"rm -f {MARKER_PATH}",
+        f"mv {MARKER_PATH} /tmp/m",
+        f"touch -d '2000-01-01' {MARKER_PATH}",
+    ):
+        assert run(backend, episode, attack).exit_code != 0, attack
+    mark_episode_start(backend, episode)  # a later turn: the marker stays where it was
+    state = inspect_workspace(backend, episode)
+    assert state.since_start and [f.path for f in state.files] == ["report.txt"]
 
 
 def test_the_agent_is_unprivileged(backend: DockerWorkspaceBackend, episode: str) -> None:

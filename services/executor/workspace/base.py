@@ -70,6 +70,11 @@ class WorkspaceBackend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def exec_system(self, episode_id: str, script: str) -> ExecResult:
+        """Run the executor's own bookkeeping ``script`` with the privileges the agent lacks (e.g.
+        to write into the root-only ``/opt/ise``). Never reachable by the agent or over gRPC."""
+
+    @abc.abstractmethod
     def read_file(self, episode_id: str, path: str, *, max_bytes: int) -> tuple[bytes, bool]:
         """Return up to ``max_bytes`` of a file and whether it was truncated."""
 

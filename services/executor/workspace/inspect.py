@@ -1,6 +1,6 @@
 """What changed in an episode's workspace since the episode started, read with ``backend.exec`` only.
 
-The reference point is a marker file, ``/tmp/.ise-episode-start``, created by ``mark_episode_start``
+The reference point is a marker file, ``/opt/ise/episode-start``, created by ``mark_episode_start``
 the first time the executor hands the workspace to an episode (gRPC ``Create``, and every agent
 turn; creation only happens when the marker is missing, so redeliveries and resumed episodes
 never move it).  A marker is used instead of the container's start time because containers from
@@ -13,7 +13,9 @@ back, see ``MARKER_BACKDATE_NS``): image files (older) never appear, files writt
 set it back: ``write`` stores files with a tar header whose mtime is cut to whole seconds (it
 would fall before the marker), and ``touch -d`` or ``tar x`` can date an mtime anywhere.
 Without a marker (a workspace started some other way) every file is listed and ``since_start``
-says so.  An agent that deletes the marker moves the reference to its next turn.
+says so.  The marker lives in the root-only ``/opt/ise`` and is created as root
+(``backend.exec_system``, once per episode): the agent can read it but neither move nor delete it,
+so it cannot hide its changes from the user model.
 
 The latest commands come from the history the shell driver appends to in the container
 (``shell_driver/history.py``: command head, exit code, duration, timed out, end time; written
@@ -34,7 +36,8 @@ from services.executor.workspace.base import WorkspaceBackend
 from services.executor.workspace.shell_driver.history import PATH as HISTORY_PATH
 
 WORKSPACE_DIR = "/workspace"
-MARKER_PATH = "/tmp/.ise-episode-start"
+MARKER_DIR = "/opt/ise"  # root-owned; the driver keeps the command history here too
+MARKER_PATH = f"{MARKER_DIR}/episode-start"
 PRUNED_DIRS: tuple[str, ...] = (".git", "node_modules", "__pycache__", ".venv")
 DEFAULT_MAX_FILES = 200
 DEFAULT_MAX_COMMANDS = 10
@@ -81,13 +84,21 @@ def _clean(script: str) -> str:
 
 
 def mark_episode_start(backend: WorkspaceBackend, episode_id: str) -> None:
-    """Create the episode-start marker if it is missing (idempotent; never moves an existing one)."""
+    """Create the episode-start marker if it is missing (idempotent; never moves an existing one).
+
+    The check is a cheap unprivileged probe on every turn; the creation, as root, happens once."""
     marker = shlex.quote(MARKER_PATH)
-    script = (
-        f"[ -e {marker} ] && exit 0; t=$(( $(date +%s%N) - {MARKER_BACKDATE_NS} )); "
-        f'touch -d "@${{t:0:-9}}.${{t: -9}}" {marker}'
+    probe = backend.exec(
+        episode_id, _clean(f"[ -e {marker} ]"), workdir=None, timeout_s=INSPECT_TIMEOUT_S, record=False
     )
-    result = backend.exec(episode_id, _clean(script), workdir=None, timeout_s=INSPECT_TIMEOUT_S, record=False)
+    if probe.exit_code == 0:
+        return
+    script = (
+        f"[ -e {marker} ] && exit 0; mkdir -p {shlex.quote(MARKER_DIR)} && chmod 0755 {shlex.quote(MARKER_DIR)}; "
+        f"t=$(( $(date +%s%N) - {MARKER_BACKDATE_NS} )); "
+        f'touch -d "@${{t:0:-9}}.${{t: -9}}" {marker} && chmod 0644 {marker}'
+    )
+    result = backend.exec_system(episode_id, script)
     if result.exit_code != 0:
         raise InspectError(f"cannot create the episode-start marker (exit {result.exit_code}): {result.stderr[:300]}")
 
