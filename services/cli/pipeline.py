@@ -164,10 +164,31 @@ async def run_pipeline(
     finally:
         pipeline.stop()
         await store.close()
+        await asyncio.to_thread(remove_run_workspaces, env, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     stats = write_stats(run_dir, {"run_id": run_id, "progress": snap, "intent_diversity": diversity})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
     return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
+
+
+def remove_run_workspaces(env: dict[str, str], run_id: str) -> int:
+    """Remove the workspaces the run's executors left (episodes cut short by a stop or an error):
+    the run's services are gone, nobody else will resume them. Returns how many were removed."""
+    from services.executor.settings import ExecutorSettings
+    from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+
+    prefix = env.get("ISE_EXEC_CONTAINER_PREFIX") or ExecutorSettings.model_fields["container_prefix"].default
+    backend = DockerWorkspaceBackend("unused", ExecutorSettings.model_construct().limits(), name_prefix=prefix)
+    try:
+        left = backend.list_workspaces(run_id)
+    except Exception as exc:  # Docker gone: the reaper of a later executor removes them
+        log.warning("could not list run %s's workspaces: %s", run_id, exc)
+        return 0
+    for info in left:
+        backend.close(info.episode_id)
+    if left:
+        log.info("removed %d workspace(s) of run %s left by its stop", len(left), run_id)
+    return len(left)
 
 
 def _cancel_on_sigterm() -> None:

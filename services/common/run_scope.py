@@ -45,9 +45,11 @@ async def position_scoped_groups(settings: KafkaSettings, groups: list[tuple[str
             missing = [tp for tp in partitions if await consumer.committed(tp) is None]
             if not missing:
                 continue
+            # the ends first: a record published while we look is then at or after the fallback,
+            # never skipped (it is either found by time or lies past the ends read here)
+            ends = await consumer.end_offsets(missing)
             since = settings.run_started_ms - START_MARGIN_MS
             found = await consumer.offsets_for_times(dict.fromkeys(missing, since))
-            ends = await consumer.end_offsets(missing)
             targets = {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in missing}
             await consumer.commit(targets)
             positioned += len(targets)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.contracts.messages import ToolResultMeta
 from services.executor.errors import FileOpError, ToolArgumentError
-from services.executor.tools_files import EditArgs, FileToolResult, FileTools, LsArgs, SearchArgs
+from services.executor.tools_files import EditArgs, FileToolResult, FileTools, LsArgs, SearchArgs, clip_keeping_notes
 from services.executor.tools_files import clip as _clip
 from services.executor.workspace.base import WorkspaceBackend
 
@@ -130,7 +130,7 @@ class Toolbox:
         timeout = args.timeout_s or self.limits.default_timeout_s
         result = self.backend.exec(self.episode_id, args.command, workdir=args.workdir, timeout_s=timeout)
         stdout, cut_out = _clip(result.stdout, self.limits.max_result_chars)
-        stderr, cut_err = _clip(result.stderr, self.limits.max_result_chars // 4)
+        stderr, cut_err = clip_keeping_notes(result.stderr, self.limits.max_result_chars // 4)
         status = f"exit_code={result.exit_code} duration_ms={result.duration_ms}"
         if result.timed_out:
             status += f" timed_out (killed after {timeout:g}s)"

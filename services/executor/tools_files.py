@@ -272,3 +272,18 @@ def clip(text: str, limit: int) -> tuple[str, bool]:
     if len(text) <= limit:
         return text, False
     return text[:limit] + f"\n[... {len(text) - limit} more characters cut]", True
+
+
+NOTE_PREFIX = "[ise] "
+"""Lines the workspace itself adds to a command's stderr (process limit reached, killed, ...)."""
+
+
+def clip_keeping_notes(text: str, limit: int) -> tuple[str, bool]:
+    """``clip`` for stderr: the workspace's own ``[ise]`` notes (appended last) survive the cut,
+    so a record always says why a command ended (e.g. a fork bomb's 8 KB of fork errors)."""
+    lines = text.splitlines(keepends=True)
+    notes = "".join(line for line in lines if line.startswith(NOTE_PREFIX))
+    if not notes or len(text) <= limit:
+        return clip(text, limit)
+    body, cut = clip("".join(line for line in lines if not line.startswith(NOTE_PREFIX)), max(0, limit - len(notes)))
+    return body.rstrip("\n") + "\n" + notes, cut
