@@ -67,7 +67,7 @@ async def run_turn(
             conversation.append(tool_message)
             out.messages.append(tool_message)
             out.tool_results.append(outcome.meta)
-            _note(out.digest, outcome.meta, outcome.wrote)
+            note_outcome(out.digest, outcome.meta, outcome.wrote)
     final = await llm.chat([m.to_openai() for m in conversation])  # no tools: the answer to the user
     out.usage = out.usage + final.usage
     reply = ChatMessage(role="assistant", content=final.message.content or "")
@@ -86,7 +86,7 @@ async def _step(llm: LLMClient, conversation: list[ChatMessage], config: LoopCon
     return await llm.chat(wire, tools=list(tool_schemas()), tool_choice="required", stop=stop)
 
 
-def _note(digest: OutcomeDigest, meta: ToolResultMeta, wrote: str | None) -> None:
+def note_outcome(digest: OutcomeDigest, meta: ToolResultMeta, wrote: str | None) -> None:
     digest.tool_calls += 1
     if meta.exit_code is not None:
         digest.exit_codes.append(meta.exit_code)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 from faststream import FastStream
 
 from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.llm.client import LLMClient
+from services.common.rpc.ise.v1.episodes_pb2_grpc import add_EpisodesServicer_to_server
 from services.common.runner import Lifecycle, build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig
+from services.executor.episodes_server import SERVICE_NAME as EPISODES_SERVICE
+from services.executor.episodes_server import EpisodesServicer, run_sweeper
+from services.executor.grpc_auth import Callers
 from services.executor.grpc_runtime import GrpcLimits
 from services.executor.grpc_server import WorkspacesServer, callers_from_settings, serve_workspaces
 from services.executor.service import ExecutorService
@@ -86,13 +91,30 @@ def create_app() -> FastStream:
             owner_grace_s=settings.pool_owner_ttl_s,
         )
 
+    handoff = service.handoff  # set when ISE_EXEC_AGENT=external: agents drive turns over gRPC Episodes
+
+    def add_episodes(server: grpc.aio.Server, known: Callers) -> list[str]:
+        if handoff is None:
+            return []
+        add_EpisodesServicer_to_server(EpisodesServicer(service, handoff, known), server)
+        return [EPISODES_SERVICE]
+
     async def start_grpc() -> None:
         if settings.grpc_enabled:
             servers.append(
                 await serve_workspaces(
-                    backend, host=settings.grpc_host, port=settings.grpc_port, callers=callers, limits=grpc_limits
+                    backend,
+                    host=settings.grpc_host,
+                    port=settings.grpc_port,
+                    callers=callers,
+                    limits=grpc_limits,
+                    add_services=add_episodes,
                 )
             )
+
+    async def sweeper() -> None:  # answers the turns of external agents that never came back
+        if handoff is not None:
+            await run_sweeper(service, handoff, interval_s=1.0)
 
     async def stop_grpc() -> None:  # promptly: running calls get ISE_EXEC_GRPC_STOP_GRACE_S
         for server in servers:
@@ -100,9 +122,12 @@ def create_app() -> FastStream:
 
     async def stop_pool() -> None:
         await asyncio.to_thread(pool.stop)  # removes this replica's idle pool containers
+        if bus.scope:  # a run-scoped executor stops when its run is over (or `ise run` died): no one resumes
+            for info in await asyncio.to_thread(backend.list_workspaces, bus.scope):
+                await asyncio.to_thread(backend.close, info.episode_id)
         await store.close()
 
     return build_app(
         bus,
-        Lifecycle(start=[start_grpc, start_pool], background=[heartbeat, reaper], stop=[stop_grpc, stop_pool]),
+        Lifecycle(start=[start_grpc, start_pool], background=[heartbeat, reaper, sweeper], stop=[stop_grpc, stop_pool]),
     )

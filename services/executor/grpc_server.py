@@ -17,6 +17,7 @@ server also answers grpc.health.v1 health checks (no token needed) and server re
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -87,11 +88,13 @@ async def serve_workspaces(
     token: str | None = None,
     callers: Callers | None = None,
     limits: GrpcLimits | None = None,
+    add_services: Callable[[grpc.aio.Server, Callers], Sequence[str]] | None = None,
 ) -> WorkspacesServer:
     """Start ``ise.v1.Workspaces`` (plus health and reflection) on ``host:port``.
 
     ``callers`` (or just ``token``, the system caller's) enables bearer-token auth; with neither,
-    only a loopback ``host`` is allowed (``AuthConfigError`` otherwise).
+    only a loopback ``host`` is allowed (``AuthConfigError`` otherwise).  ``add_services`` adds
+    more servicers behind the same auth (e.g. ``ise.v1.Episodes``) and returns their full names.
     """
     if callers is not None and token:
         raise ValueError("pass either token or callers")
@@ -108,16 +111,17 @@ async def serve_workspaces(
     )
     servicer = WorkspacesServicer(backend, callers=callers, limits=limits)
     pb_grpc.add_WorkspacesServicer_to_server(servicer, server)
+    services = (SERVICE_NAME, *(add_services(server, callers) if add_services else ()))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     bound = server.add_insecure_port(address)
     if not bound:
         servicer.shutdown()
         raise OSError(f"cannot bind the Workspaces gRPC server to {address}")
     await server.start()
-    for service in ("", SERVICE_NAME):
+    for service in ("", *services):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     mode = f"callers: {', '.join(callers.names())}" if not callers.open else "no tokens: one anonymous caller"
     log.info("Workspaces gRPC server on %s:%d (%s)", host, bound, mode)

@@ -21,6 +21,7 @@ from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, run_turn
 from services.executor.episode import ExecEpisode
 from services.executor.errors import UnknownEpisodeError
+from services.executor.external_turns import Handoff
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import Toolbox, ToolLimits, tool_schemas
 from services.executor.turns import TurnLogic
@@ -48,12 +49,14 @@ class ExecutorService:
         self.loop_config = loop_config
         self.system_prompt = load_text("services.executor", "prompts/agent_system.md")
         self.logic = TurnLogic(bus.stamp, self.system_prompt, tuple(tool_schemas()))
+        external = settings.agent == "external"  # turns go to agents on gRPC Episodes (episodes_server)
+        self.handoff = Handoff(store, settings.external_lease_ttl_s, settings.external_grace_s) if external else None
 
-    def _key(self, episode_id: str) -> str:
+    def state_key(self, episode_id: str) -> str:
         return self.store.key("exec", episode_id)
 
     async def on_user_turn(self, event: UserTurn) -> None:
-        key = self._key(event.episode_id)
+        key = self.state_key(event.episode_id)
         state = None if event.kind == "close" else await self.store.get_model(key, ExecEpisode)
         registered = (
             None if state is not None or event.kind == "close" else await self.store.episode_run(event.episode_id)
@@ -82,18 +85,36 @@ class ExecutorService:
             )
         else:
             state = state or self.logic.begin(event)
-            turn = await self._execute(event, state)
-            await self.store.put_model(key, state)
-            await self._publish(turn)
+            if self.handoff is not None:
+                await self._hand_off(event, state, self.handoff)
+                return
+            await self.finish(state, await self._execute(event, state))
+
+    async def finish(self, state: ExecEpisode, turn: AgentTurn) -> None:
+        """Save the episode's state, then publish its answered turn (the offset is committed after)."""
+        await self.store.put_model(self.state_key(state.episode_id), state)
+        await self._publish(turn)
+
+    async def _hand_off(self, event: UserTurn, state: ExecEpisode, handoff: Handoff) -> None:
+        """External agents: make the workspace and leave the turn pending for an agent (Episodes)."""
+        pending = await handoff.pending(event.episode_id)
+        if pending is not None and pending.turn == event.turn:
+            return  # redelivered while an agent works on it: its answer will come
+        try:
+            await self.prepare_workspace(event, state)
+        except ISEError as exc:
+            await self.finish(state, self.logic.failed(state, event, f"{type(exc).__name__}: {exc}"))
+            return
+        await self.store.put_model(self.state_key(event.episode_id), state)
+        if not await handoff.enqueue(event):
+            await self.finish(state, self.logic.failed(state, event, "the episode's external agent was lost"))
 
     async def _execute(self, event: UserTurn, state: ExecEpisode) -> AgentTurn:
         """Run the agent loop for ``event`` in the episode's workspace; never raises (a failure is
         an ``infrastructure_error`` turn, retried by the simulator as a new attempt)."""
         started = time.monotonic()
         try:
-            info = await asyncio.to_thread(self.backend.create, event.episode_id, event.run_id)
-            state.workspace_image = info.image_digest or info.image
-            await self._mark_start(event.episode_id)
+            await self.prepare_workspace(event, state)
             toolbox = Toolbox(
                 self.backend, event.episode_id, ToolLimits(default_timeout_s=self.settings.command_timeout_s)
             )
@@ -109,6 +130,12 @@ class ExecutorService:
             return self.logic.failed(state, event, f"unexpected {type(exc).__name__}: {exc}")
         return self.logic.answered(state, event, output, int((time.monotonic() - started) * 1000))
 
+    async def prepare_workspace(self, event: UserTurn, state: ExecEpisode) -> None:
+        """The episode's workspace exists (made or found by name) and its start is marked."""
+        info = await asyncio.to_thread(self.backend.create, event.episode_id, event.run_id)
+        state.workspace_image = info.image_digest or info.image
+        await self._mark_start(event.episode_id)
+
     async def _mark_start(self, episode_id: str) -> None:
         """Mark the episode's start for ``Inspect`` (only the first call of an episode creates it)."""
         try:
@@ -121,5 +148,7 @@ class ExecutorService:
 
     async def _close(self, event: UserTurn) -> None:
         removed = await asyncio.to_thread(self.backend.close, event.episode_id)
-        await self.store.delete(self._key(event.episode_id))
+        await self.store.delete(self.state_key(event.episode_id))
+        if self.handoff is not None:
+            await self.handoff.end(event.episode_id, str(event.verdict or ""))
         log.info("closed %s (%s)%s", event.episode_id, event.verdict, "" if removed else ", no workspace left")

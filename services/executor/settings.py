@@ -57,6 +57,20 @@ class ExecutorSettings(BaseSettings):
     max_steps: int = Field(16, ge=1, description="LLM calls per user turn before a forced answer.")
     command_timeout_s: float = Field(60.0, gt=0, description="Default per-command timeout.")
     turn_timeout_s: float = Field(1800.0, gt=0, description="Wall time of one whole agent turn.")
+    agent: Literal["builtin", "external"] = Field(
+        "builtin",
+        description="builtin: the agent LLM loop answers user turns; external: agents connected to the "
+        "gRPC Episodes API do (see README: External agents).",
+    )
+    external_lease_ttl_s: float = Field(
+        10.0, gt=0, description="An external agent's lease on its episode, renewed while its stream is alive."
+    )
+    external_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="After an external agent's stream breaks, it may resume its episode (Hello.resume_token) "
+        "within this long; past it, a pending turn ends as an infrastructure error (retried).",
+    )
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(DEFAULT_WORKSPACES_PORT, ge=0, description="0 picks a free port.")
     grpc_enabled: bool = True

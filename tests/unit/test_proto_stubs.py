@@ -56,3 +56,19 @@ def test_stubs_import_as_a_subpackage_of_services() -> None:
     source = (ROOT / "services/common/rpc/ise/v1/workspaces_pb2_grpc.py").read_text()
     assert "from services.common.rpc.ise.v1 import workspaces_pb2" in source
     assert "\nfrom ise." not in source and "\nimport ise." not in source
+
+
+def test_episodes_stubs_import_and_document_every_field() -> None:
+    from services.common.rpc.ise.v1 import episodes_pb2, episodes_pb2_grpc
+
+    assert episodes_pb2.DESCRIPTOR.package == "ise.v1"
+    assert hasattr(episodes_pb2_grpc, "EpisodesStub") and hasattr(episodes_pb2_grpc, "EpisodesServicer")
+    drive = episodes_pb2.DESCRIPTOR.services_by_name["Episodes"].methods_by_name["Drive"]
+    assert drive.client_streaming and drive.server_streaming
+    source = (ROOT / "services/common/rpc/ise/v1/episodes_pb2_grpc.py").read_text()
+    assert "from services.common.rpc.ise.v1 import episodes_pb2" in source
+    # every field of episodes.proto carries a comment on the line(s) above it
+    lines = (ROOT / "proto/ise/v1/episodes.proto").read_text().splitlines()
+    fields = [i for i, line in enumerate(lines) if line.strip().endswith(";") and "=" in line and "syntax" not in line]
+    undocumented = [lines[i].strip() for i in fields if not lines[i - 1].strip().startswith("//")]
+    assert undocumented == []
