@@ -153,6 +153,13 @@ async def run_pipeline(
     store = StateStore(RedisSettings(**_redis_overrides(env)))
     _cancel_on_sigterm()
     pipeline.start()
+    if env.get("ISE_EXEC_AGENT") == "external":
+        log.info(
+            "episodes wait for external agents: connect to Episodes at 127.0.0.1:%s with one of the tokens in "
+            "ISE_EXEC_GRPC_CALLER_TOKENS=%s (e.g. python -m services.clients.example_agent --target ... --token ...)",
+            env.get("ISE_EXEC_GRPC_PORT"),
+            env.get("ISE_EXEC_GRPC_CALLER_TOKENS", "(from ISE_EXEC_GRPC_TOKENS_FILE)"),
+        )
     try:
         pipeline.start_one(
             "intent",

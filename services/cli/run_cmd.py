@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import secrets
 
 from services.cli.llm_setup import llm_plan
 from services.cli.pipeline import RunResult, run_pipeline
@@ -30,6 +32,8 @@ def run_command(args: argparse.Namespace) -> int:
         env = {**endpoints.env(), **plan.env}
         if args.max_turns:
             env["ISE_SIM_MAX_TURNS"] = str(args.max_turns)
+        if args.agent == "external":
+            env.update(external_agent_env())
         intents = IntentSettings(count=args.intents, seed=args.seed)
         try:
             result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout))
@@ -38,6 +42,15 @@ def run_command(args: argparse.Namespace) -> int:
             return 143
     print(summary(result, plan.mode, plan.quality))
     return 0
+
+
+def external_agent_env() -> dict[str, str]:
+    """Episodes go to external agents over gRPC; unless the user configured callers, one caller
+    ``agent`` gets a fresh token, printed with the address once the executor listens."""
+    env = {"ISE_EXEC_AGENT": "external"}
+    if not (os.environ.get("ISE_EXEC_GRPC_CALLER_TOKENS") or os.environ.get("ISE_EXEC_GRPC_TOKENS_FILE")):
+        env["ISE_EXEC_GRPC_CALLER_TOKENS"] = json.dumps({"agent": secrets.token_urlsafe(24)})
+    return env
 
 
 def _vendi_line(report: dict) -> str:
