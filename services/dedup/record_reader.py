@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import ConfigError
-from services.intent.jsonl_io import JsonLine, read_json_lines
+from services.common.json_lines import JsonLine, read_json_lines
 
 MAX_RECORD_BYTES = 64 << 20
 """One trajectory line at most (the bus carries 16 MiB an event; a record is a little larger)."""

@@ -26,7 +26,6 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, get_args
 
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from services.common.contracts.intent import Complexity, DomainRef, Intent, Persona, TaskRef
 from services.common.errors import ConfigError
 from services.common.ids import derive_seed, digest
+from services.common.json_lines import JsonLine, read_json_lines
 from services.intent.errors import IntentFileError
 
 TIERS: tuple[str, ...] = get_args(Complexity)
@@ -310,79 +310,6 @@ def _checked_lines(path: str | os.PathLike[str], handle: BinaryIO, errors: list[
             errors.append(IntentFileError(path, line.number, "", line.problem + cut))
         else:
             yield line
-
-
-# ---------------------------------------------------------------- lines
-
-
-@dataclass(frozen=True)
-class JsonLine:
-    """One non-blank line of a JSONL file: its JSON ``value``, or the ``problem`` that makes it unusable."""
-
-    number: int
-    value: Any = None
-    problem: str = ""
-    terminated: bool = True
-    """False for a last line without a newline (a file cut off mid-write ends so)."""
-    too_long: bool = False
-
-    @property
-    def torn(self) -> bool:
-        """An unusable last line without a newline: most likely cut off mid-write."""
-        return bool(self.problem) and not self.terminated and not self.too_long
-
-
-def read_json_lines(handle: BinaryIO, max_bytes: int) -> Iterator[JsonLine]:
-    """The non-blank lines of a binary ``handle``, parsed. A line longer than ``max_bytes`` is a
-    problem and is skipped in chunks, never held in memory whole; a UTF-8 BOM on line 1 is dropped."""
-    number = 0
-    while True:
-        raw = handle.readline(max_bytes + 1)
-        if not raw:
-            return
-        number += 1
-        terminated = raw.endswith(b"\n")
-        if len(raw) > max_bytes and not terminated:
-            size, terminated = _skip_rest(handle, len(raw))
-            yield JsonLine(
-                number,
-                problem=f"line is {_size(size)}, over the {_size(max_bytes)} limit for one "
-                "record; shorten it or remove it",
-                terminated=terminated,
-                too_long=True,
-            )
-            continue
-        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        if not raw.strip():
-            continue
-        yield _parse(number, raw, terminated)
-
-
-def _skip_rest(handle: BinaryIO, size: int) -> tuple[int, bool]:
-    """Read past the rest of an over-long line; its total size and whether a newline ended it."""
-    while True:
-        chunk = handle.readline(1 << 20)
-        size += len(chunk)
-        if not chunk or chunk.endswith(b"\n"):
-            return size - (1 if chunk else 0), bool(chunk)
-
-
-def _parse(number: int, raw: bytes, terminated: bool) -> JsonLine:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return JsonLine(number, problem=f"not UTF-8 text (byte {exc.start} of the line is not)", terminated=terminated)
-    try:
-        return JsonLine(number, json.loads(text), terminated=terminated)
-    except json.JSONDecodeError as exc:
-        return JsonLine(number, problem=f"not valid JSON: {exc.msg} at column {exc.colno}", terminated=terminated)
-    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep, integer too long
-        return JsonLine(number, problem=f"not usable JSON: {exc}", terminated=terminated)
-
-
-def _size(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def write_intents(path: str | os.PathLike[str], intents: Iterable[Intent]) -> int:

@@ -30,7 +30,6 @@ import contextlib
 import shlex
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 import docker
@@ -46,6 +45,7 @@ from services.executor.workspace import docker_files
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
 from services.executor.workspace.disk_quota import DiskQuota
 from services.executor.workspace.docker_files import KILL_AFTER_S, _infra, _RawRun, resolve_path
+from services.executor.workspace.exec_stream import drain_exec_stream
 from services.executor.workspace.labels import (  # re-exported: callers import the labels from here
     LABEL_EPISODE,
     LABEL_MANAGED,
@@ -308,7 +308,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             watchdog.daemon = True
             watchdog.start()
             try:
-                out, err, truncated = _drain(stream, (cap, cap if err_cap is None else err_cap), fired)
+                out, err, truncated = drain_exec_stream(stream, (cap, cap if err_cap is None else err_cap), fired)
             finally:
                 watchdog.cancel()
                 with contextlib.suppress(Exception):
@@ -389,27 +389,3 @@ class DockerWorkspaceBackend(WorkspaceBackend):
 
     def write_file(self, episode_id: str, path: str, data: bytes) -> int:
         return docker_files.write_file(self, episode_id, path, data)
-
-
-def _drain(
-    stream: Iterator[tuple[bytes | None, bytes | None]], caps: tuple[int, int], cut: threading.Event
-) -> tuple[bytes, bytes, bool]:
-    """Consume a demuxed exec stream, keeping at most ``caps`` bytes of stdout and of stderr.
-
-    A read error after the watchdog ``cut`` the stream ends the drain with what was kept.
-    """
-    kept: list[bytearray] = [bytearray(), bytearray()]
-    truncated = False
-    try:
-        for frame in stream:
-            for index, chunk in enumerate(frame):
-                if not chunk:
-                    continue
-                room = caps[index] - len(kept[index])
-                truncated = truncated or len(chunk) > room
-                if room > 0:
-                    kept[index] += chunk[:room]
-    except Exception:
-        if not cut.is_set():
-            raise
-    return bytes(kept[0]), bytes(kept[1]), truncated
