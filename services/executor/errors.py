@@ -11,8 +11,12 @@
     │   └── FileOpError               a file operation failed inside a live workspace
     │                                 (missing file, is a directory, permission denied, ...)
     ├── ToolArgumentError             a tool call's arguments are invalid (bad path, bad timeout, ...)
-    └── UnknownEpisodeError           a user turn for an episode no simulator started (also a
-                                      PermanentError: dead-lettered, no workspace is made)
+    ├── UnknownEpisodeError           a user turn for an episode no simulator started (also a
+    │                                 PermanentError: dead-lettered, no workspace is made)
+    ├── ShellUnavailable              the shell driver cannot start here (falls back to docker exec)
+    ├── AuthConfigError               unusable or unsafe gRPC auth settings (also a ConfigError)
+    ├── DeadlineExceeded              too little of a gRPC call's deadline was left to start the work
+    └── Refused                       a gRPC request refused with a specific status code
 
 At the gRPC edge these map to NOT_FOUND, UNAVAILABLE, ALREADY_EXISTS, FAILED_PRECONDITION /
 NOT_FOUND (see ``FileOpError.missing``) and INVALID_ARGUMENT; inside the pipeline ``WorkspaceUnavailable``
@@ -21,7 +25,9 @@ marks an episode as an infrastructure error (retried, never written as training 
 
 from __future__ import annotations
 
-from services.common.errors import ISEError, PermanentError, TransientError
+import grpc
+
+from services.common.errors import ConfigError, ISEError, PermanentError, TransientError
 
 
 class ExecutorError(ISEError):
@@ -68,3 +74,24 @@ class ToolArgumentError(ExecutorError):
 
 class UnknownEpisodeError(ExecutorError, PermanentError):
     """A user turn names an episode that no simulator registered (forged or long expired)."""
+
+
+class DeadlineExceeded(ExecutorError):
+    """Too little of the call's deadline was left to start the work."""
+
+
+class ShellUnavailable(ExecutorError):
+    """The driver could not be started in this workspace (the caller falls back to docker exec)."""
+
+
+class Refused(ExecutorError):
+    """A request refused with a specific status code (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class AuthConfigError(ExecutorError, ConfigError):
+    """The gRPC auth settings are unusable (or unsafe for the bind address)."""

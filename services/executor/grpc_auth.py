@@ -32,6 +32,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
+from services.executor.errors import AuthConfigError
+
 SYSTEM = "system"
 ANONYMOUS = "anonymous"
 LABEL_OWNER = "ise.grpc.owner"
@@ -41,10 +43,6 @@ MIN_TOKEN_CHARS = 16
 AUTH_EXEMPT_PREFIXES: tuple[str, ...] = (f"/{health.SERVICE_NAME}/",)
 _CALLER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TOKEN_SETTINGS = "ISE_EXEC_GRPC_TOKEN (the system caller), ISE_EXEC_GRPC_CALLER_TOKENS or ISE_EXEC_GRPC_TOKENS_FILE"
-
-
-class AuthConfigError(ValueError):
-    """The gRPC auth settings are unusable (or unsafe for the bind address)."""
 
 
 @dataclass(frozen=True)

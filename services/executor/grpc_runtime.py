@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.executor.errors import DeadlineExceeded
+
 T = TypeVar("T")
 MIB = 1024 * 1024
 MESSAGE_OVERHEAD_BYTES = 64 * 1024  # room for the other fields of a message around its payload
@@ -43,10 +45,6 @@ SETTINGS_FIELDS = (
     "max_workspaces_per_caller",
     "stop_grace_s",
 )
-
-
-class DeadlineExceeded(Exception):
-    """Too little of the call's deadline was left to start the work."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from services.common.rpc.ise.v1 import workspaces_pb2_grpc as pb_grpc
 from services.executor.errors import (
     ExecutorError,
     FileOpError,
+    Refused,
     ToolArgumentError,
     WorkspaceConflict,
     WorkspaceNotFound,
@@ -61,15 +62,6 @@ log = logging.getLogger(__name__)
 _EPISODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 T = TypeVar("T")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
-class Refused(Exception):
-    """A request refused with a specific status code (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:

@@ -34,6 +34,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+from services.stack.errors import QuotaRootUnavailable
 from services.stack.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,6 @@ MOUNT_OPTIONS = "nobarrier"
 # _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args {u64 cmd; u64 status;})
 _QUOTA_CTL = (3 << 30) | (16 << 16) | (0x94 << 8) | 40
 _QUOTA_DISABLE, _QUOTA_ENABLE_SIMPLE = 2, 4
-
-
-class QuotaRootUnavailable(Exception):
-    """The btrfs data root cannot be set up on this machine (the reason says why)."""
 
 
 def wanted_gb() -> int:

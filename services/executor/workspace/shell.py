@@ -38,6 +38,7 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
 
+from services.executor.errors import ShellUnavailable
 from services.executor.workspace.base import ExecResult
 
 DRIVER_DIR = "/opt/ise"  # the package is /opt/ise/shell_driver
@@ -47,10 +48,6 @@ DRIVER_ESCALATION_S = 4.0  # the driver's own TERM -> INT/KILL -> KILL-all -> ne
 _HEADER = struct.Struct(">BxxxL")
 _DIAG_CAP = 4096
 T = TypeVar("T")
-
-
-class ShellUnavailable(Exception):
-    """The driver could not be started in this workspace (the caller falls back to docker exec)."""
 
 
 class _Broken(Exception):
