@@ -184,8 +184,9 @@ def remove_run_workspaces(env: dict[str, str], run_id: str) -> int:
     from services.executor.settings import ExecutorSettings
     from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 
-    prefix = env.get("ISE_EXEC_CONTAINER_PREFIX") or ExecutorSettings.model_fields["container_prefix"].default
-    backend = DockerWorkspaceBackend("unused", ExecutorSettings.model_construct().limits(), name_prefix=prefix)
+    defaults = ExecutorSettings.model_construct()
+    prefix = env.get("ISE_EXEC_CONTAINER_PREFIX") or defaults.container_prefix
+    backend = DockerWorkspaceBackend(defaults.image, defaults.limits(), name_prefix=prefix)  # lists and removes only
     try:
         left = backend.list_workspaces(run_id)
     except Exception as exc:  # Docker gone: the reaper of a later executor removes them
