@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-async def _result(call: Awaitable[T] | T) -> T:
+async def redis_result(call: Awaitable[T] | T) -> T:
     """redis-py types its asyncio commands as ``Awaitable[T] | T``; on the asyncio client they
     are always awaitable."""
     return await call if inspect.isawaitable(call) else call
@@ -43,7 +43,7 @@ class StateStore:
         return ":".join((self.settings.key_prefix, *parts))
 
     async def ping(self) -> bool:
-        return bool(await _result(self.redis.ping()))
+        return bool(await redis_result(self.redis.ping()))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -90,21 +90,21 @@ class RunProgress:
         self.hash_key = store.key("run", run_id, "progress")
 
     async def incr(self, counter: str, by: int = 1) -> int:
-        value = await _result(self.store.redis.hincrby(self.hash_key, counter, by))
+        value = await redis_result(self.store.redis.hincrby(self.hash_key, counter, by))
         await self.store.redis.expire(self.hash_key, self.store.settings.state_ttl_s)
         return int(value)
 
     async def set(self, counter: str, value: int | str) -> None:
-        await _result(self.store.redis.hset(self.hash_key, counter, str(value)))
+        await redis_result(self.store.redis.hset(self.hash_key, counter, str(value)))
 
     async def snapshot(self) -> dict[str, int | str]:
-        raw = await _result(self.store.redis.hgetall(self.hash_key))
+        raw = await redis_result(self.store.redis.hgetall(self.hash_key))
         return {k: int(v) if v.lstrip("-").isdigit() else v for k, v in raw.items()}
 
     async def count_once(self, counter: str, member: str) -> bool:
         """Increment ``counter`` only the first time ``member`` is seen (redelivery-safe)."""
         seen_key = self.store.key("run", self.run_id, "seen", counter)
-        if await _result(self.store.redis.sadd(seen_key, member)):
+        if await redis_result(self.store.redis.sadd(seen_key, member)):
             await self.store.redis.expire(seen_key, self.store.settings.state_ttl_s)
             await self.incr(counter)
             return True

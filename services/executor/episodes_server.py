@@ -40,7 +40,7 @@ from services.executor.tools import Toolbox, ToolLimits, ToolOutcome, tool_schem
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Episodes"].full_name
-POLL_S = 0.05  # how often a waiting stream looks for its next user turn (Redis GETs)
+POLL_S = 0.05  # how often a waiting stream looks for a turn handed off by another replica (Redis GETs)
 HELLO_TIMEOUT_S = 30.0
 MAX_NAME_CHARS = 128
 
@@ -192,6 +192,21 @@ class Session:
             raise Disconnected
         return message
 
+    async def _receive_or_change(self, timeout_s: float) -> pb.AgentMessage | None:
+        """Like ``_receive``, but also returns (None) as soon as a turn is handed off in this process."""
+        get = asyncio.ensure_future(self.inbox.get())
+        change = asyncio.ensure_future(self.handoff.changed())
+        await asyncio.wait({get, change}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        change.cancel()
+        if not get.done():
+            get.cancel()
+            return None
+        message = get.result()
+        if message is None:
+            self.inbox.put_nowait(None)  # every later receive sees the end too
+            raise Disconnected
+        return message
+
     async def _send(self, message: pb.ServerMessage) -> None:
         await self.context.write(message)
 
@@ -211,7 +226,7 @@ class Session:
     async def _claim(self) -> None:
         """Wait for an episode awaiting an agent and lease it (back-pressure: only after Ready)."""
         while (claimed := await self.handoff.claim_next()) is None:
-            message = await self._receive(POLL_S * 4)
+            message = await self._receive_or_change(POLL_S * 4)
             if message is not None and message.WhichOneof("kind") != "ready":
                 await self._unexpected(message, "waiting for an episode")
         await self._assign(*claimed)
@@ -272,7 +287,7 @@ class Session:
             event = await self.handoff.pending(self.episode_id)
             if event is not None:
                 return event
-            message = await self._receive(POLL_S)
+            message = await self._receive_or_change(POLL_S)
             if message is not None:
                 await self._unexpected(message, "no user message is pending; wait for it")
 

@@ -23,6 +23,7 @@ the turn to an agent (``episodes_server``). Keys (under the Redis key prefix, ``
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
@@ -31,7 +32,7 @@ from pydantic import Field
 from services.common.contracts.envelope import StrictModel
 from services.common.contracts.events import UserTurn
 from services.common.contracts.messages import ChatMessage, OutcomeDigest, ToolResultMeta, Usage
-from services.common.state import StateStore, _result
+from services.common.state import StateStore, redis_result
 
 # compare-and-set on the lease: only its holder renews or drops it
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -62,6 +63,16 @@ class Handoff:
         self.leased_key = self._key("leased")
         self._renew = store.redis.register_script(_RENEW)
         self._drop = store.redis.register_script(_DROP)
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        """Wake this process's waiting streams at once (other replicas see the change when they poll)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Return when a turn was queued or an episode ended in this process."""
+        await self._changed.wait()
 
     def _key(self, *parts: str) -> str:
         return self.store.key("exec-ext", *parts)
@@ -76,19 +87,21 @@ class Handoff:
         ttl = self.store.settings.state_ttl_s
         created = await redis.set(self._key("pending", event.episode_id), event.model_dump_json(), nx=True, ex=ttl)
         if created and not await self.store.exists(self._key("lease", event.episode_id)):
-            await _result(redis.rpush(self.queue_key, event.episode_id))
+            await redis_result(redis.rpush(self.queue_key, event.episode_id))
+        self._notify()
         return True
 
     async def end(self, episode_id: str, verdict: str) -> None:
         """The episode closed: its agent is told (``ended``) and nothing of it stays pending."""
         await self.store.redis.set(self._key("ended", episode_id), verdict, ex=_ENDED_TTL_S)
         await self.store.delete(self._key("pending", episode_id), self._key("progress", episode_id))
+        self._notify()
 
     # ---------------------------------------------------------------- the Episodes server's side
 
     async def claim_next(self) -> tuple[str, str] | None:
         """Pop an episode awaiting an agent and lease it: (episode_id, lease token), or None."""
-        while (popped := await _result(self.store.redis.lpop(self.queue_key))) is not None:
+        while (popped := await redis_result(self.store.redis.lpop(self.queue_key))) is not None:
             episode_id = str(popped)
             if not await self.store.exists(self._key("pending", episode_id)):
                 continue  # answered or closed meanwhile
