@@ -22,78 +22,37 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
 
 from services.common.contracts.events import UserTurn
-from services.common.contracts.messages import ChatMessage, FunctionCall, ToolCall, ToolResultMeta, Usage
+from services.common.contracts.messages import ChatMessage, FunctionCall, ToolCall
 from services.common.rpc.ise.v1 import episodes_pb2 as pb
 from services.common.rpc.ise.v1 import episodes_pb2_grpc as pb_grpc
 from services.executor.agent_loop import TurnOutput, note_outcome
 from services.executor.episode import ExecEpisode
+from services.executor.episodes_protocol import (
+    AgentIdentity,
+    error_message,
+    identify_agent,
+    messages_json,
+    refused_call,
+    usage_of,
+)
 from services.executor.external_turns import Handoff, TurnProgress
 from services.executor.grpc_auth import Callers
 from services.executor.service import ExecutorService
-from services.executor.tools import Toolbox, ToolLimits, ToolOutcome, tool_schemas
+from services.executor.tools import Toolbox, ToolLimits, tool_schemas
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Episodes"].full_name
 POLL_S = 0.05  # how often a waiting stream looks for a turn handed off by another replica (Redis GETs)
 HELLO_TIMEOUT_S = 30.0
-MAX_NAME_CHARS = 128
 
 
 class Disconnected(Exception):
     """The agent's stream ended."""
-
-
-@dataclasses.dataclass(frozen=True)
-class AgentIdentity:
-    """An agent as it declared itself in its Hello."""
-
-    name: str  # recorded as ``metadata.models.agent``
-    tools: tuple[dict[str, Any], ...]  # recorded as the trajectory's tools
-
-
-def identify_agent(hello: pb.Hello) -> AgentIdentity:
-    """The agent's recorded name and tool schemas; ValueError for a bad Hello."""
-    name = hello.agent_name.strip() or "external"
-    if len(name) > MAX_NAME_CHARS or len(hello.model) > MAX_NAME_CHARS:
-        raise ValueError(f"agent_name and model are at most {MAX_NAME_CHARS} characters")
-    if not hello.tools_json.strip():
-        return AgentIdentity(f"{name}/{hello.model}" if hello.model else name, tool_schemas())
-    try:
-        tools = json.loads(hello.tools_json)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"tools_json is not valid JSON: {exc.msg} at char {exc.pos}") from exc
-    known = {t["function"]["name"] for t in tool_schemas()}
-    if not isinstance(tools, list) or not tools:
-        raise ValueError("tools_json must be a non-empty JSON array of OpenAI tool objects")
-    for tool in tools:
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type") != "function" or fn.get("name") not in known:
-            raise ValueError(
-                f"every tool must be {{'type': 'function', 'function': {{'name': one of {sorted(known)}}}}}"
-            )
-    return AgentIdentity(f"{name}/{hello.model}" if hello.model else name, tuple(tools))
-
-
-def _usage(usage: pb.Usage) -> Usage:
-    return Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        llm_calls=usage.llm_calls or 1,
-    )
-
-
-def _error(code: str, message: str) -> pb.ServerMessage:
-    return pb.ServerMessage(error=pb.Error(code=code, message=message))
-
-
-def _messages_json(messages: list[ChatMessage]) -> str:
-    return json.dumps([m.to_openai() for m in messages], ensure_ascii=False)
 
 
 class EpisodesServicer(pb_grpc.EpisodesServicer):
@@ -213,9 +172,9 @@ class Session:
     async def _unexpected(self, message: pb.AgentMessage, now: str) -> None:
         kind = message.WhichOneof("kind")
         if kind is None:
-            await self._send(_error("INVALID_ARGUMENT", "an empty AgentMessage (set one of its fields)"))
+            await self._send(error_message("INVALID_ARGUMENT", "an empty AgentMessage (set one of its fields)"))
         else:
-            await self._send(_error("FAILED_PRECONDITION", f"{kind} is not expected now: {now}"))
+            await self._send(error_message("FAILED_PRECONDITION", f"{kind} is not expected now: {now}"))
 
     async def _await(self, kind: str, now: str) -> None:
         while (message := await self._receive(None)) is not None and message.WhichOneof("kind") != kind:
@@ -244,7 +203,7 @@ class Session:
             lease_token=token,
             system_prompt=self.service.system_prompt,
             tools_json=json.dumps(list(tool_schemas())),
-            history_json=_messages_json(history),
+            history_json=messages_json(history),
             run_id=state.run_id if state is not None else "",
         )
         await self._send(pb.ServerMessage(assigned=assigned))
@@ -281,7 +240,7 @@ class Session:
                 await self._let_go(disconnect=False)
                 return None
             if self.lost:
-                await self._send(_error("ABORTED", f"the lease on {self.episode_id} was lost; send Ready"))
+                await self._send(error_message("ABORTED", f"the lease on {self.episode_id} was lost; send Ready"))
                 await self._let_go(disconnect=False)
                 return None
             event = await self.handoff.pending(self.episode_id)
@@ -299,7 +258,7 @@ class Session:
             episode_id=self.episode_id,
             turn=event.turn,
             content=event.content,
-            partial_json=_messages_json(progress.messages),
+            partial_json=messages_json(progress.messages),
         )
         await self._send(pb.ServerMessage(user=user))
         deadline = progress.started + self.service.settings.turn_timeout_s
@@ -323,7 +282,7 @@ class Session:
             body = message.step if kind == "step" else message.reply
             if body.episode_id != self.episode_id:
                 refused = f"{kind} for episode {body.episode_id!r} refused: this agent's episode is {self.episode_id}"
-                await self._send(_error("PERMISSION_DENIED", refused))
+                await self._send(error_message("PERMISSION_DENIED", refused))
                 continue
             if kind == "step":
                 await self._step(message.step, progress)
@@ -332,7 +291,7 @@ class Session:
 
     async def _step(self, step: pb.Step, progress: TurnProgress) -> None:
         if not step.tool_calls:
-            await self._send(_error("INVALID_ARGUMENT", "a Step needs at least one tool call (or send a Reply)"))
+            await self._send(error_message("INVALID_ARGUMENT", "a Step needs at least one tool call (or send a Reply)"))
             return
         progress.steps += 1
         calls = [
@@ -343,16 +302,18 @@ class Session:
             for i, c in enumerate(step.tool_calls)
         ]
         progress.messages.append(ChatMessage(role="assistant", content=step.content or None, tool_calls=calls))
-        progress.usage = progress.usage + _usage(step.usage)
+        progress.usage = progress.usage + usage_of(step.usage)
         limits = ToolLimits(default_timeout_s=self.service.settings.command_timeout_s)
         toolbox = Toolbox(self.service.backend, self.episode_id, limits)
         max_steps = self.service.settings.max_steps
         for call in calls:
             name, arguments = call.function.name, call.function.arguments
             if progress.steps > max_steps:
-                outcome = _refused(call.id, name, f"step limit reached (ISE_EXEC_MAX_STEPS={max_steps}): send a Reply")
+                outcome = refused_call(
+                    call.id, name, f"step limit reached (ISE_EXEC_MAX_STEPS={max_steps}): send a Reply"
+                )
             elif name not in {t["function"]["name"] for t in self.agent.tools}:
-                outcome = _refused(call.id, name, f"tool {name!r} is not among the tools this agent declared")
+                outcome = refused_call(call.id, name, f"tool {name!r} is not among the tools this agent declared")
             else:
                 outcome = await asyncio.to_thread(toolbox.run, call.id, name, arguments)
             progress.messages.append(ChatMessage(role="tool", tool_call_id=call.id, name=name, content=outcome.content))
@@ -371,7 +332,7 @@ class Session:
     async def _reply(self, reply: pb.Reply, event: UserTurn, progress: TurnProgress) -> bool:
         """Record and publish the answer; True when the turn is over."""
         progress.messages.append(ChatMessage(role="assistant", content=reply.content))
-        progress.usage = progress.usage + _usage(reply.usage)
+        progress.usage = progress.usage + usage_of(reply.usage)
         output = TurnOutput(
             reply=reply.content,
             messages=progress.messages,
@@ -382,7 +343,7 @@ class Session:
         )
         state = await self.service.store.get_model(self.service.state_key(self.episode_id), ExecEpisode)
         if state is None or state.turn_done >= event.turn or not await self.handoff.holds(self.episode_id, self.token):
-            await self._send(_error("ABORTED", f"turn {event.turn} of {self.episode_id} was already ended"))
+            await self._send(error_message("ABORTED", f"turn {event.turn} of {self.episode_id} was already ended"))
             return True
         logic = dataclasses.replace(self.service.logic, tools=self.agent.tools)
         turn = logic.answered(state, event, output, int((time.time() - progress.started) * 1000))
@@ -392,12 +353,7 @@ class Session:
 
     async def _fail(self, event: UserTurn, error: str) -> None:
         await expire_turn(self.service, self.handoff, self.episode_id, error)
-        await self._send(_error("DEADLINE_EXCEEDED", error))
-
-
-def _refused(call_id: str, name: str, message: str) -> ToolOutcome:
-    meta = ToolResultMeta(tool_call_id=call_id, name=name, ok=False, error=message)
-    return ToolOutcome(content=f"error: {message}", meta=meta)
+        await self._send(error_message("DEADLINE_EXCEEDED", error))
 
 
 async def expire_turn(service: ExecutorService, handoff: Handoff, episode_id: str, error: str) -> bool:
