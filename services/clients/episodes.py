@@ -69,8 +69,10 @@ class EpisodesClient:
         agent_name: str,
         model: str = "",
         tools: Sequence[Message] | None = None,
+        connect_timeout_s: float = 120.0,
     ) -> None:
         self.target = target
+        self.connect_timeout_s = connect_timeout_s  # how long connect waits for a server to answer
         self.token = token
         self.agent_name = agent_name
         self.model = model
@@ -101,7 +103,13 @@ class EpisodesClient:
         self._call = pb_grpc.EpisodesStub(self._channel).Drive(metadata=metadata, wait_for_ready=True)
         # accepted (the server sends its headers at once) or refused with its status (UNAUTHENTICATED)
         # before anything is written, so a refusal is never masked by a failed write
-        await self._call.initial_metadata()
+        try:
+            await asyncio.wait_for(self._call.initial_metadata(), self.connect_timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise EpisodesError(
+                "UNAVAILABLE", f"no Episodes server answered at {self.target} within {self.connect_timeout_s:.0f}s"
+            ) from None
         if self._call.done():
             raise await self._ended()
         hello = pb.Hello(
