@@ -191,3 +191,24 @@ def test_unreadable_intents_files_are_bad_input(tmp_path: Path) -> None:
     failed_cleanly(ise("intents", "import", str(tmp_path / "absent.jsonl")), 2, "absent.jsonl: cannot read the file")
     (tmp_path / "blank.jsonl").write_text("\n\n")
     failed_cleanly(ise("intents", "import", str(tmp_path / "blank.jsonl"), "--dry-run"), 2, "holds no intents")
+
+
+def test_stats_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    """`ise stats ... | head`: the reader is gone before ise writes; no traceback, exit 0."""
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(MESSAGES) + "\n")
+    python = str(PYTHON if PYTHON.exists() else Path(sys.executable))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read
+    try:
+        proc = subprocess.run(
+            [python, "-m", "services.cli.main", "stats", str(path)],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
