@@ -16,7 +16,8 @@ from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig
 from services.executor.episodes_server import SERVICE_NAME as EPISODES_SERVICE
-from services.executor.episodes_server import EpisodesServicer, run_sweeper
+from services.executor.episodes_server import EpisodesServicer
+from services.executor.external_sweeper import run_sweeper
 from services.executor.grpc_auth import Callers
 from services.executor.grpc_runtime import GrpcLimits
 from services.executor.grpc_server import WorkspacesServer, callers_from_settings, serve_workspaces

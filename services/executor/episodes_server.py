@@ -9,8 +9,9 @@ and its ``Reply`` becomes the ``AgentTurn`` the built-in loop would have publish
 declared name as the model and its declared tool schemas. What a turn already did is saved after
 every step, so an agent that reconnects with its lease token continues the turn.
 
-``run_sweeper`` answers the pending turn of an episode whose agent did not come back within the
-grace period with an ``infrastructure_error`` turn (the simulator retries the episode).
+A turn that runs past the turn timeout or breaks on the server side (its workspace vanished,
+Docker failed) ends as an ``infrastructure_error`` turn (``external_sweeper.expire_turn``; the
+simulator retries the episode) and the agent is told; the stream goes on.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from services.executor.episodes_protocol import (
     refused_call,
     usage_of,
 )
+from services.executor.external_sweeper import expire_turn
 from services.executor.external_turns import Handoff, TurnProgress
 from services.executor.grpc_auth import Callers
 from services.executor.service import ExecutorService
@@ -127,7 +129,12 @@ class Session:
                 await self._claim()
             event = await self._next_turn()
             if event is not None:
-                await self._serve_turn(event)
+                try:
+                    await self._serve_turn(event)
+                except (Disconnected, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # the workspace vanished, Docker or Redis failed: never a broken stream
+                    await self._broken_turn(event, exc)
 
     # ---------------------------------------------------------------- the stream
 
@@ -351,30 +358,22 @@ class Session:
         await self.handoff.answered(self.episode_id)
         return True
 
+    async def _broken_turn(self, event: UserTurn, exc: Exception) -> None:
+        """A turn the server could not carry on: it ends as an infrastructure error (the simulator
+        retries the episode in a fresh workspace) and the agent is told, then may send Ready."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("%s turn %d failed on the server side: %s", self.episode_id, event.turn, error, exc_info=exc)
+        episode_id = self.episode_id
+        try:
+            await expire_turn(self.service, self.handoff, episode_id, f"infrastructure error: {error}")
+            await self._let_go(disconnect=False)
+        except Exception as again:  # e.g. Redis is down: the lease lapses and the sweeper ends the turn
+            log.warning("could not end %s's turn now (%r); the sweeper will", episode_id, again)
+            self.lost = True  # so letting go touches no lease: it lapses
+            await self._let_go(disconnect=False)
+        note = f"turn {event.turn} of {episode_id} failed on the server ({error}); it is retried as a new episode"
+        await self._send(error_message("ABORTED", f"{note}: send Ready for another"))
+
     async def _fail(self, event: UserTurn, error: str) -> None:
         await expire_turn(self.service, self.handoff, self.episode_id, error)
         await self._send(error_message("DEADLINE_EXCEEDED", error))
-
-
-async def expire_turn(service: ExecutorService, handoff: Handoff, episode_id: str, error: str) -> bool:
-    """Answer the episode's pending turn with an infrastructure error (retried by the simulator)."""
-    event = await handoff.pending(episode_id)
-    state = await service.store.get_model(service.state_key(episode_id), ExecEpisode)
-    if event is None or state is None or state.turn_done >= event.turn:
-        return False
-    log.warning("%s turn %d: %s", episode_id, event.turn, error)
-    await service.finish(state, service.logic.failed(state, event, error))
-    await handoff.answered(episode_id)
-    return True
-
-
-async def run_sweeper(service: ExecutorService, handoff: Handoff, interval_s: float) -> None:
-    """Forever: episodes whose agent did not come back within the grace period end their turn."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            for episode_id in await handoff.overdue():
-                await handoff.abandon(episode_id)
-                await expire_turn(service, handoff, episode_id, "the external agent was lost (no resume in time)")
-        except Exception as exc:  # Redis or Kafka down: next round
-            log.warning("external-agent sweep failed: %s: %s", type(exc).__name__, exc)

@@ -6,13 +6,16 @@ the turn to an agent (``episodes_server``). Keys (under the Redis key prefix, ``
 
 * ``pending:<ep>``: the user turn awaiting its answer (a ``UserTurn``; set once: a redelivered
   turn is not queued twice), deleted when the turn is answered or the episode closes.
-* ``queue``: episodes whose pending turn has no agent yet (a list; agents pop it on ``Ready``).
-  A turn of an episode an agent already leases is not queued: that agent's stream picks it up.
+* ``queue[:<scope>]``: episodes whose pending turn has no agent yet (a list; agents pop it on
+  ``Ready``). A turn of an episode an agent already leases is not queued: that agent's stream
+  picks it up. Run-scoped executors (``ISE_KAFKA_RUN_SCOPE``, as ``ise run`` starts them) queue
+  per run, so an agent connected to one run's executors never gets another run's episode, and
+  an aborted run's queue expires with its state (``ISE_REDIS_STATE_TTL_S``).
 * ``lease:<ep>``: the lease token of the agent serving the episode, with a TTL its stream renews
   (``external_lease_ttl_s``); once the stream breaks, the TTL becomes the grace period
   (``external_grace_s``), within which ``Hello{resume_token}`` resumes it. ``token:<token>`` maps
   a lease token back to its episode.
-* ``leased``: a sorted set of leased episodes by when their lease would be gone;
+* ``leased[:<scope>]``: a sorted set of leased episodes by when their lease would be gone;
   ``overdue`` returns the episodes whose lease really is gone, once (ZREM decides who handles
   one), and the executor answers their pending turn with an infrastructure error.
 * ``progress:<ep>``: what the current turn already did (assistant and tool messages, tool
@@ -55,12 +58,13 @@ class TurnProgress(StrictModel):
 class Handoff:
     """Pending turns, the queue of episodes awaiting an agent, and the agents' leases (Redis)."""
 
-    def __init__(self, store: StateStore, lease_ttl_s: float, grace_s: float) -> None:
+    def __init__(self, store: StateStore, lease_ttl_s: float, grace_s: float, scope: str = "") -> None:
         self.store = store
         self.lease_ttl_ms = int(lease_ttl_s * 1000)
         self.grace_ms = max(1, int(grace_s * 1000))
-        self.queue_key = self._key("queue")
-        self.leased_key = self._key("leased")
+        scoped = (scope,) if scope else ()
+        self.queue_key = self._key("queue", *scoped)
+        self.leased_key = self._key("leased", *scoped)
         self._renew = store.redis.register_script(_RENEW)
         self._drop = store.redis.register_script(_DROP)
         self._changed = asyncio.Event()
@@ -88,6 +92,7 @@ class Handoff:
         created = await redis.set(self._key("pending", event.episode_id), event.model_dump_json(), nx=True, ex=ttl)
         if created and not await self.store.exists(self._key("lease", event.episode_id)):
             await redis_result(redis.rpush(self.queue_key, event.episode_id))
+            await redis.expire(self.queue_key, ttl)
         self._notify()
         return True
 
@@ -181,3 +186,4 @@ class Handoff:
     async def _track(self, episode_id: str, ttl_ms: int) -> None:
         deadline = time.time() + ttl_ms / 1000 + 1  # when the lease is gone, unless renewed
         await self.store.redis.zadd(self.leased_key, {episode_id: deadline})
+        await self.store.redis.expire(self.leased_key, self.store.settings.state_ttl_s)

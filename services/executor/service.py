@@ -50,7 +50,11 @@ class ExecutorService:
         self.system_prompt = load_text("services.executor", "prompts/agent_system.md")
         self.logic = TurnLogic(bus.stamp, self.system_prompt, tuple(tool_schemas()))
         external = settings.agent == "external"  # turns go to agents on gRPC Episodes (episodes_server)
-        self.handoff = Handoff(store, settings.external_lease_ttl_s, settings.external_grace_s) if external else None
+        self.handoff = (
+            Handoff(store, settings.external_lease_ttl_s, settings.external_grace_s, scope=bus.scope)
+            if external
+            else None
+        )
 
     def state_key(self, episode_id: str) -> str:
         return self.store.key("exec", episode_id)
