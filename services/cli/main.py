@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         help="who plays the agent: the built-in LLM loop (default), or external agents that connect to the "
         "executor's gRPC Episodes API (the address and a token are printed; see services/clients/example_agent.py)",
     )
+    run.add_argument(
+        "--executors",
+        type=positive_int,
+        default=1,
+        help="executor replicas (default 1); each has its own gRPC port, any of them serves any agent",
+    )
     run.add_argument("--out", type=Path, default=Path("out"), help="dataset root (default ./out)")
     run.add_argument("--max-turns", type=positive_int, default=None, help="user turns per episode (ISE_SIM_MAX_TURNS)")
     run.add_argument("--timeout", type=positive_float, default=1800, help="seconds before the run is abandoned")

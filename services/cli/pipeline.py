@@ -12,8 +12,8 @@ so no other local process can reach the run's workspaces.
 Grounding: unless the environment says otherwise, the executor's gRPC Workspaces API gets a free
 loopback port and the simulator is pointed at it (``ISE_SIM_WORKSPACES_ADDR``), so the user model
 sees the real workspace state.  Only the first executor replica binds that port; further
-replicas get port 0 (any port) and the first one answers ``Inspect`` for every episode, since
-workspaces are found by name in Docker.
+replicas get a free port each (so external agents can reach any of them), and the first one
+answers ``Inspect`` for every episode, since workspaces are found by name in Docker.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,24 +143,29 @@ async def wait_for_diversity(store: StateStore, run_id: str, accepted: int, time
 
 
 async def run_pipeline(
-    run_id: str, env: dict[str, str], out_dir: Path, intents: IntentSettings, timeout_s: float
+    run_id: str,
+    env: dict[str, str],
+    out_dir: Path,
+    intents: IntentSettings,
+    timeout_s: float,
+    executors: int = 1,
+    on_listening: Callable[[list[str]], None] | None = None,
 ) -> RunResult:
-    """Run one generation end to end with the services in ``env`` (Kafka, Redis, LLM settings)."""
+    """Run one generation end to end with the services in ``env`` (Kafka, Redis, LLM settings),
+    ``executors`` executor replicas; ``on_listening`` gets their gRPC addresses once they start."""
     started = time.monotonic()
     run_dir = out_dir / run_id
     log_dir = run_dir / "logs"
     env = scoped_to(with_workspaces_grounding({**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)}), run_id)
-    pipeline = LocalPipeline(env, log_dir)
+    pipeline = LocalPipeline(env, log_dir, replicas={"executor": executors})
     store = StateStore(RedisSettings(**_redis_overrides(env)))
     _cancel_on_sigterm()
     pipeline.start()
+    addresses = pipeline.grpc_addresses()
     if env.get("ISE_EXEC_AGENT") == "external":
-        log.info(
-            "episodes wait for external agents: connect to Episodes at 127.0.0.1:%s with one of the tokens in "
-            "ISE_EXEC_GRPC_CALLER_TOKENS=%s (e.g. python -m services.clients.example_agent --target ... --token ...)",
-            env.get("ISE_EXEC_GRPC_PORT"),
-            env.get("ISE_EXEC_GRPC_CALLER_TOKENS", "(from ISE_EXEC_GRPC_TOKENS_FILE)"),
-        )
+        log.info("%s", external_agent_hint(env, addresses))
+    if on_listening is not None:
+        on_listening(addresses)
     try:
         pipeline.start_one(
             "intent",
@@ -176,6 +182,29 @@ async def run_pipeline(
     stats = write_stats(run_dir, {"run_id": run_id, "progress": snap, "intent_diversity": diversity})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
     return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
+
+
+def external_agent_hint(env: dict[str, str], addresses: list[str]) -> str:
+    """How to connect agents to this run: the Episodes addresses, the token, and a ready command
+    for the example agent on the run's own agent LLM endpoint (scripted or local model included)."""
+    try:
+        callers = json.loads(env.get("ISE_EXEC_GRPC_CALLER_TOKENS") or "{}")
+    except ValueError:
+        callers = {}
+    token = next(iter(callers.values())) if len(callers) == 1 else "<a token of ISE_EXEC_GRPC_CALLER_TOKENS>"
+    if not callers and env.get("ISE_EXEC_GRPC_TOKENS_FILE"):
+        token = f"<a token of {env['ISE_EXEC_GRPC_TOKENS_FILE']}>"
+    llm = ""
+    if env.get("ISE_LLM_AGENT_BASE_URL"):
+        llm = f" --llm-base-url {env['ISE_LLM_AGENT_BASE_URL']} --llm-model {env.get('ISE_LLM_AGENT_MODEL', '')}"
+    commands = [
+        f"  python -m services.clients.example_agent --target {address} --token {token}{llm}" for address in addresses
+    ]
+    head = (
+        f"episodes wait for external agents on ise.v1.Episodes at {' or '.join(addresses)}; "
+        "any replica serves any agent. E.g. one example agent per address:"
+    )
+    return "\n".join([head, *commands])
 
 
 def remove_run_workspaces(env: dict[str, str], run_id: str) -> int:

@@ -36,7 +36,7 @@ def run_command(args: argparse.Namespace) -> int:
             env.update(external_agent_env())
         intents = IntentSettings(count=args.intents, seed=args.seed)
         try:
-            result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout))
+            result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout, executors=args.executors))
         except asyncio.CancelledError:
             log.warning("run %s stopped by SIGTERM; every service it started was stopped", run_id)
             return 143

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from services.common.runner import JOBS
-from services.stack.procs import StackError, log_tail, spawn, stop
+from services.stack.procs import StackError, free_port, log_tail, spawn, stop
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,27 @@ class LocalPipeline:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.extra_env: dict[str, dict[str, str]] = {}
         self.restarts: dict[str, int] = {}
+        self.executor_ports: list[str] = []
 
     def start(self) -> None:
         for name in LONG_RUNNING:
             for i in range(self.replicas[name]):
-                extra = {"ISE_EXEC_GRPC_PORT": "0"} if name == "executor" and i > 0 else None  # one binds the port
+                extra = self._replica_port(i) if name == "executor" else None
                 self.start_one(name, f"{name}-{i}", extra)
+
+    def _replica_port(self, index: int) -> dict[str, str] | None:
+        """Executor replicas after the first get a free gRPC port of their own (the first keeps the
+        environment's, which the simulator's grounding uses), so external agents can reach any."""
+        if index == 0:
+            return None
+        port = str(free_port())
+        self.executor_ports.append(port)
+        return {"ISE_EXEC_GRPC_PORT": port}
+
+    def grpc_addresses(self) -> list[str]:
+        """Where each executor replica's gRPC server (Workspaces, Episodes) listens, on loopback."""
+        ports = [p for p in (self.env.get("ISE_EXEC_GRPC_PORT"), *self.executor_ports) if p and p != "0"]
+        return [f"127.0.0.1:{p}" for p in ports]
 
     def start_one(self, service: str, label: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         kind = "job" if service in JOBS else "service"

@@ -9,7 +9,6 @@ results only real execution could give, one per episode, naming the external age
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import subprocess
@@ -26,6 +25,7 @@ from services.common.ids import new_run_id
 from services.common.rpc.ise.v1 import episodes_pb2 as pb
 from services.dedup.stats import iter_records
 from services.intent.settings import IntentSettings
+from tests.agent_play import play_forever, stop
 
 TOKEN = "ext-agent-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +54,12 @@ def _tool_outputs(record: dict) -> list[tuple[str, str]]:
     return [(names[m["tool_call_id"]], m["content"]) for m in record["messages"] if m["role"] == "tool"]
 
 
-def _check_records(records: list[dict], agent: str) -> None:
+def _check_records(records: list[dict], *agents: str) -> None:
     assert len({r["metadata"]["episode_id"] for r in records}) == len(records)  # one record per episode
     for record in records:
         meta = record["metadata"]
         assert meta["verdict"] == "success" and meta["counts"]["user_turns"] == 3
-        assert meta["models"]["agent"] == agent
+        assert meta["models"]["agent"] in agents
         assert {t["function"]["name"] for t in record["tools"]} >= {"exec", "read", "write"}
         outputs = _tool_outputs(record)
         plan = _plan(record)
@@ -165,18 +165,10 @@ async def test_refusals_and_resume_after_disconnect(pipeline_env, scripted_llm, 
         resumed = await second.run_episode(policy, resumed=True)
         assert resumed.episode_id == assigned.episode_id and resumed.verdict == "success"
 
-        async def play_on() -> None:
-            while True:
-                await second.run_episode(policy)
-
-        rest = asyncio.create_task(play_on())
+        rest = play_forever(second, policy)
         result = await run
     finally:
-        for task in (rest, run):  # the agent's loop ends with an error when the executor stops
-            if task is not None and (task is rest or not task.done()):
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await stop(rest, run)
     records = iter_records(result.run_dir)
     assert len(records) == int(result.progress.get("verdict.success", 0)) >= 2
     _check_records(records, "resumer/default:agent")
@@ -213,19 +205,10 @@ async def test_agent_lost_past_grace_is_retried(pipeline_env, scripted_llm, out_
         assert expired.value.code == "NOT_FOUND"
         await late.close()
 
-        async def play_on() -> None:
-            await keeper.connect()
-            while True:
-                await keeper.run_episode(policy)
-
-        rest = asyncio.create_task(play_on())
+        rest = play_forever(keeper, policy, connect=True)
         result = await run
     finally:
-        for task in (rest, run):
-            if task is not None and (task is rest or not task.done()):
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        await stop(rest, run)
         await keeper.close()
     records = iter_records(result.run_dir)
     assert int(result.progress["episodes_started"]) > int(result.progress["accepted"])  # a retry
@@ -234,3 +217,59 @@ async def test_agent_lost_past_grace_is_retried(pipeline_env, scripted_llm, out_
     assert len({r["metadata"]["intent"]["id"] for r in records}) == len(records)  # one record per intent
     assert any(r["metadata"]["attempt"] == 1 for r in records)  # the lost episode's retry
     _check_records(records, "keeper")
+
+
+@pytest.mark.timeout(480)
+async def test_agents_across_executor_replicas(pipeline_env, scripted_llm, out_dir: Path) -> None:
+    """Two executor replicas, three agents (two on the first replica's port, one on the second's):
+    turns that one replica's Kafka consumer hands off are served by agents connected to either;
+    each agent holds one episode at a time, and every episode is written once."""
+    env = _external_env(pipeline_env)
+    scripted_llm.reset()
+    listening: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+    run = asyncio.create_task(
+        run_pipeline(
+            new_run_id(),
+            env,
+            out_dir,
+            IntentSettings(count=4, seed=7),
+            timeout_s=360,
+            executors=2,
+            on_listening=listening.set_result,
+        )
+    )
+    llm = AsyncOpenAI(base_url=scripted_llm.base_url, api_key="scripted", max_retries=0)
+    scripted = openai_policy(llm, "default:agent")
+
+    async def slow_policy(messages: list[Message], tools: list[Message]) -> Message:
+        await asyncio.sleep(0.3)  # a model that thinks: episodes overlap, so every agent is needed
+        return await scripted(messages, tools)
+
+    played: dict[int, list[str]] = {0: [], 1: [], 2: []}
+
+    async def play(index: int, target: str) -> None:
+        async with EpisodesClient(target, token=TOKEN, agent_name=f"agent{index}", model="default:agent") as client:
+            while True:
+                result = await client.run_episode(slow_policy)
+                if result.verdict == "success":
+                    played[index].append(result.episode_id)
+
+    agents: list[asyncio.Task[None]] = []
+    try:
+        addresses = await asyncio.wait_for(asyncio.shield(listening), 60)
+        assert len(addresses) == 2 and addresses[0] != addresses[1]
+        agents = [asyncio.create_task(play(i, addresses[i // 2])) for i in range(3)]
+        result = await run
+    finally:
+        await stop(*agents, run)
+    records = iter_records(result.run_dir)
+    assert len(records) == int(result.progress.get("verdict.success", 0)) >= 3
+    _check_records(records, *(f"agent{i}/default:agent" for i in played))
+    by_agent = {r["metadata"]["episode_id"]: r["metadata"]["models"]["agent"] for r in records}
+    for index, episodes in played.items():  # each episode recorded once, under the agent that played it
+        assert all(by_agent[ep] == f"agent{index}/default:agent" for ep in episodes)
+    assert sorted(ep for eps in played.values() for ep in eps) == sorted(by_agent)
+    assert played[2], "the agent on the second replica got no episode"
+    assert played[0] or played[1], "no agent on the first replica got an episode"
+    logs = {n: (result.run_dir / "logs" / f"executor-{n}.log").read_text() for n in (0, 1)}
+    assert all("Traceback" not in text for text in logs.values())
