@@ -27,5 +27,21 @@ def drift_reason(message: str) -> str | None:
     return None
 
 
+_WORD = re.compile(r"[a-z0-9][a-z0-9_.-]{3,}")
+
+
+def opening_reason(message: str, intent: str) -> str | None:
+    """Why an opening written by the user model does not delegate ``intent`` (None when it does):
+    it is not a request (a JSON fragment, a bare decision field), or it shares no content word
+    with the intent."""
+    for pattern in _patterns("opening_non_request_patterns"):
+        if pattern.search(message):
+            return f"the opening is not a request ({message.strip()[:60]!r})"
+    wanted = set(_WORD.findall(intent.lower()))
+    if wanted and not wanted & set(_WORD.findall(message.lower())):
+        return "the opening names nothing of the intent"
+    return drift_reason(message)
+
+
 def asks_for_verification(message: str) -> bool:
     return any(p.search(message) for p in _patterns("verification_patterns"))

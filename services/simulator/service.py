@@ -60,7 +60,8 @@ class SimulatorService:
         state = self.logic.start(task, _now())
         await RunProgress(self.store, task.run_id).count_once("episodes_started", task.episode_id)
         await self.store.open_episode(task.episode_id, task.run_id)
-        await self._ask_user(state)
+        if self.logic.open(state):
+            await self._ask_user(state)
         await self._save_and_flush(state)
 
     async def on_agent_turn(self, turn: AgentTurn) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -10,6 +12,12 @@ class SimulatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ISE_SIM_", extra="forbid")
 
     max_turns: int = Field(12, ge=1, description="User turns before the episode ends as max_turns.")
+    opening: Literal["intent", "model"] = Field(
+        "intent",
+        description="The first user message: the intent itself, verbatim, as the reference's episodes open "
+        "(intent), or written by the user model (model; an opening that does not delegate the intent is "
+        "regenerated like role drift).",
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts per intent when infrastructure fails.")
     parse_attempts: int = Field(3, ge=1, description="User-LLM calls per turn until a valid JSON decision.")
     drift_retries: int = Field(2, ge=0, description="Regenerations of a user message that reads like the assistant.")

@@ -67,6 +67,14 @@ class TurnLogic:
             started_at=now.isoformat(),
         )
 
+    def open(self, state: SimEpisode) -> bool:
+        """Start the conversation: the intent itself, verbatim, is the first user message (as the
+        reference's episodes open); True when the user model must write the opening instead."""
+        if self.settings.opening == "model":
+            return True
+        self.send(state, state.intent.text)
+        return False
+
     def take_agent_turn(self, state: SimEpisode, turn: AgentTurn, view: str, now: datetime) -> bool:
         """Record the agent's turn as the user saw it. True when the user model must decide next;
         False when the episode ended here (infrastructure error, turn limit)."""

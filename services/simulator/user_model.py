@@ -18,7 +18,7 @@ from services.common.llm.client import LLMClient
 from services.common.resources import load_json, load_text, load_yaml
 from services.simulator.errors import UserModelError
 from services.simulator.grounding import WorkspaceView
-from services.simulator.role_drift import drift_reason
+from services.simulator.role_drift import drift_reason, opening_reason
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
@@ -120,6 +120,13 @@ class UserModel:
             if not exchanges and (decision.completed or not decision.query.strip()):
                 last_error = "the first decision must be a request to the assistant"
                 continue  # nothing was delegated yet: ending now is never a valid move
+            if not exchanges and (reason := opening_reason(decision.query, intent.text)):
+                last_error = reason  # an opening that does not delegate the intent: a role failure
+                if regenerations < self.drift_retries:
+                    regenerations += 1
+                    continue
+                opening = UserDecision(completed=False, query=intent.text, reason=f"opening fell back: {reason}")
+                return Decided(opening, usage, regenerations, drifted=True)
             if not decision.completed and drift_reason(decision.query):
                 drifted = decision
                 if regenerations < self.drift_retries:

@@ -55,3 +55,23 @@ async def test_drift_is_regenerated_and_success_waits_for_verification(
         for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.trajectories_finished, 1)
     ]
     assert finished.verification_asked and finished.role_drift_messages == 1
+
+
+async def test_an_opening_that_is_not_a_request_falls_back_to_the_intent(
+    bus_factory, store, scripted_llm, kafka_settings, read_topic
+) -> None:
+    bus = await bus_factory("simulator")
+    llm = LLMClient(LLMSettings(base_url=scripted_llm.base_url, model="stray:user", max_retries=0), "user")
+    settings = SimulatorSettings(opening="model")
+    service = SimulatorService(bus, store, UserModel(llm, drift_retries=2), settings)
+    await service.on_task(
+        TaskReady(event_id="t", run_id="run-s", producer="test", episode_id="ep-s", intent=INTENT, seed=2)
+    )
+    state = await store.get_model(store.key("sim", "ep-s"), SimEpisode)
+    assert [x.query for x in state.exchanges] == [INTENT.text]  # regenerated twice, then the intent itself
+    assert (state.role_drift_regenerations, state.role_drift_messages) == (2, 1)
+    (opening,) = [
+        UserTurn.model_validate_json(v)
+        for v in await read_topic(kafka_settings.bootstrap, kafka_settings.topics.turns_user, 1)
+    ]
+    assert opening.turn == 0 and opening.content == INTENT.text

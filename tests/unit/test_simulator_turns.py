@@ -11,6 +11,7 @@ from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
 from services.common.contracts.messages import ChatMessage, Usage, Verdict
 from services.common.contracts.topics import Topics
 from services.common.ids import Stamp
+from services.simulator.role_drift import opening_reason
 from services.simulator.settings import SimulatorSettings
 from services.simulator.turns import TurnLogic
 from services.simulator.user_model import Decided, UserDecision
@@ -144,3 +145,31 @@ def test_the_same_inputs_make_the_same_event_ids() -> None:
         lg.take_decision(state, says("go"), "m", T0)
         runs.append([e.event_id for e in events(state)])
     assert runs[0] == runs[1]
+
+
+def test_the_intent_itself_opens_the_episode_by_default() -> None:
+    turns = logic()
+    state = turns.start(task(), T0)
+    assert turns.open(state) is False  # no user-model call for the opening
+    (item,) = state.outbox
+    opening = UserTurn.model_validate_json(item.event)
+    assert opening.turn == 0 and opening.content == INTENT.text and state.exchanges[0].query == INTENT.text
+    model_opens = logic(opening="model")
+    state = model_opens.start(task(), T0)
+    assert model_opens.open(state) is True and state.outbox == [] and state.exchanges == []
+
+
+@pytest.mark.parametrize(
+    "opening, problem",
+    [
+        ('{"completed": false, "is_success": false}', "not a request"),
+        ("is_success: false", "not a request"),
+        ("false", "not a request"),
+        ("Good morning! What a lovely day it is.", "names nothing of the intent"),
+        ("How can I help you with your sales notes today?", "assistant-style phrase"),
+        ("Please turn my sales notes into a plan; the numbers are 1200 units and 3 regions.", None),
+    ],
+)
+def test_an_opening_that_does_not_delegate_the_intent_is_a_role_failure(opening: str, problem: str | None) -> None:
+    reason = opening_reason(opening, INTENT.text)
+    assert (reason is None) if problem is None else (reason is not None and problem in reason)
