@@ -4,7 +4,8 @@ ise run                 generate a small dataset end to end on the embedded stac
 ise service NAME        run one long-running service (dedup | simulator | executor)
 ise job intent          run the intent job of one run (publishes its intents, then exits)
 ise stack up|down|status
-ise stats RUN_DIR       print the statistics of a written dataset
+ise stats PATH [PATH]   the paper's statistics of datasets (ours, the reference's, any OpenAI messages)
+ise export PATH --format reference|openai|sharegpt --out FILE   a dataset in a trainer's format
 ise docs                write the AsyncAPI document of each service
 ise intents import|export   intents.jsonl in the reference layout, into or out of a run
 ise diversity POOL.jsonl    Vendi (q=1,2,inf; per cell), Distinct-N, Vendi-vs-size curve (PNG)
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.cli import diversity_cmd, intents_cmd
+from services.cli import diversity_cmd, export_cmd, intents_cmd, stats_cmd
 from services.cli.argtypes import positive_float, positive_int, run_id_arg
 from services.common.contracts.envelope import is_safe_id
 from services.common.errors import ConfigError, ISEError
@@ -101,16 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="write each service's AsyncAPI document (docs/asyncapi/)")
     docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
 
-    stats = sub.add_parser(
-        "stats",
-        help="print (and save) the statistics of a run's dataset",
-        description="Read the trajectories-*.jsonl shards of RUN_DIR (or one .jsonl file of OpenAI-messages "
-        "records), print the corpus table and save it as RUN_DIR/stats.json (for a file: <name>.stats.json "
-        "next to it). Records without ISE metadata are counted from their messages. A last line cut off "
-        "mid-write is skipped with a warning; any other unreadable line is an error naming its file and "
-        "line (exit status 2).",
-    )
-    stats.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (out/<run_id>) or one .jsonl file")
+    stats_cmd.add_parser(sub)
+    export_cmd.add_parser(sub)
     return parser
 
 
@@ -157,23 +150,6 @@ def _stack(action: str, no_image: bool) -> int:
     return 0
 
 
-def _stats(target: Path) -> int:
-    from services.dedup.stats import format_table, save_stats, stats_for
-
-    def warn(message: str) -> None:
-        print(f"ise: warning: {message}", file=sys.stderr)
-
-    stats, save_to = stats_for(target, warn=warn)
-    print(format_table(stats))
-    try:
-        path = save_stats(save_to, stats)
-    except OSError as exc:
-        warn(f"could not save the statistics as {save_to}: {exc.strerror or exc}")
-        return 0
-    print(f"\n(saved as {path})")
-    return 0
-
-
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from services.cli.run_cmd import run_command
@@ -189,13 +165,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return diversity_cmd.run(args)
     if args.command == "intents":
         return intents_cmd.run(args)
+    if args.command == "export":
+        return export_cmd.run(args)
     if args.command == "docs":
         from services.cli.docs_cmd import DOCS_DIR, write_docs
 
         for path in write_docs(args.out or DOCS_DIR):
             print(path)
         return 0
-    return _stats(args.run_dir)
+    return stats_cmd.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,51 @@
-"""The training record (docs/architecture.md §7): OpenAI messages, the tools the agent saw, and full metadata."""
+"""The training record (docs/architecture.md §7): a superset of the reference implementation's.
+
+Top level, with the reference's meanings (its "middle format"): ``status`` (``completed`` for a
+success, else our verdict), ``session_id`` (the episode), ``intent_id`` and ``intent`` (the
+intent's text, which is also the first user message), ``total_steps`` (tool calls),
+``enable_thinking`` (an assistant message carries ``reasoning_content``), ``messages`` (OpenAI
+chat messages, the system prompt first, tool-call arguments as JSON strings, every tool message
+with ``success``: no tool-level error, as the reference's "not an error at the transport level";
+a non-zero exit code is still a success), ``tools``, ``skills``, ``final_output`` (the last
+assistant text) and ``metadata.persona`` / ``metadata.domains`` (with ``selected_tasks``).
+Everything else of ours lives in ``metadata`` too. ``services.dedup.export`` writes the
+reference's, OpenAI's and ShareGPT's formats from it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from services.common.contracts.events import TrajectoryFinished
+from services.common.contracts.intent import Intent
 
 
 def training_record(event: TrajectoryFinished) -> dict[str, Any]:
     intent = event.intent
     tool_calls = sum(len(m.tool_calls or []) for m in event.messages)
+    results = {r.tool_call_id: r for r in event.tool_results}
+    messages: list[dict[str, Any]] = []
+    for message in event.messages:
+        wire = message.to_openai()
+        if message.role == "tool":
+            meta = results.get(message.tool_call_id or "")
+            wire["success"] = meta is None or meta.error is None
+        messages.append(wire)
+    replies = [m.content for m in event.messages if m.role == "assistant" and m.content]
     return {
-        "messages": [m.to_openai() for m in event.messages],
+        "status": "completed" if event.verdict.value == "success" else event.verdict.value,
+        "session_id": event.episode_id,
+        "intent_id": intent.intent_id,
+        "intent": intent.text,
+        "total_steps": tool_calls,
+        "enable_thinking": any("reasoning_content" in m for m in messages),
+        "messages": messages,
         "tools": event.tools,
+        "skills": [],
+        "final_output": replies[-1] if replies else "",
         "metadata": {
+            "persona": intent.persona.model_dump(),
+            "domains": reference_domains(intent),
             "episode_id": event.episode_id,
             "run_id": event.run_id,
             "attempt": event.attempt,
@@ -25,13 +57,14 @@ def training_record(event: TrajectoryFinished) -> dict[str, Any]:
                 "complexity": intent.complexity,
                 "domains": [d.model_dump() for d in intent.domains],
                 "tasks": [t.model_dump() for t in intent.tasks],
+                "tools_used": intent.tools_used,
+                "skills_used": intent.skills_used,
                 "source": intent.source,
                 "render_model": intent.render_model,
             },
-            "persona": intent.persona.model_dump(),
             "counts": {
                 "user_turns": event.user_turns,
-                "messages": len(event.messages),
+                "messages": sum(1 for m in event.messages if m.role != "system"),
                 "tool_calls": tool_calls,
                 "unique_tools": len({r.name for r in event.tool_results}),
                 "role_drift_regenerations": event.role_drift_regenerations,
@@ -46,3 +79,18 @@ def training_record(event: TrajectoryFinished) -> dict[str, Any]:
             "timings": {"started_at": event.started_at, "duration_ms": event.duration_ms},
         },
     }
+
+
+def reference_domains(intent: Intent) -> list[dict[str, Any]]:
+    """The intent's domains as the reference lists them: each with the tasks selected under it."""
+    return [
+        {
+            "id": d.id,
+            "name": d.name,
+            "description": d.description,
+            "selected_tasks": [
+                {"id": t.id, "name": t.name, "description": t.description} for t in intent.tasks if t.domain == d.id
+            ],
+        }
+        for d in intent.domains
+    ]

@@ -1,26 +1,38 @@
-"""Dataset statistics in the paper's terms, computed from the JSONL shards of a run (or one file).
+"""Dataset statistics in the paper's terms, computed from the records' messages.
 
-Reading is tolerant (:mod:`services.dedup.record_reader`): records without our metadata (plain
-OpenAI messages) are counted from their messages, a last line cut off mid-write is skipped with a
-warning, and anything else unreadable is a ConfigError naming the file and line, never a traceback.
+Read by :mod:`services.dedup.record_reader` (ours, the reference's middle format, plain OpenAI
+messages; ``.jsonl`` or ``.json``). Per trajectory: user turns, messages without the system
+message, tool calls and distinct tools, each as mean, median, p90 and max, plus the user-turn
+histogram, the share of ``exec`` results with a non-zero exit code and of tool results marked
+failed. Like the paper, the table covers successful trajectories by default (a record whose
+verdict is unknown counts as one); ``selection="all"`` covers every verdict. Verdict, intent
+and drift figures come from our metadata where records have it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from services.common.errors import ConfigError
-from services.dedup.record_reader import RecordSummary, Warn, describe_folder, read_records, read_summaries
-from services.dedup.writer import SHARD_GLOB
+from services.dedup.record_reader import SHARD_GLOB, RecordSummary, Warn, dataset_files, read_records, read_summaries
 
 log = logging.getLogger(__name__)
+
+Selection = Literal["success", "all"]
+MEASURES = ("user_turns", "messages", "tool_calls", "unique_tools")
+
+
+def paper_figures() -> dict[str, Any]:
+    """The paper's corpus figures (``paper_figures.json``)."""
+    return dict(json.loads(resources.files("services.dedup").joinpath("paper_figures.json").read_text()))
 
 
 def shard_files(run_dir: Path) -> list[Path]:
@@ -33,93 +45,91 @@ def iter_records(run_dir: Path) -> list[dict[str, Any]]:
     return read_records(shard_files(run_dir), log.warning)
 
 
-def _mean(values: list[int]) -> float:
-    return round(sum(values) / len(values), 2) if values else 0.0
+def distribution(values: Sequence[int]) -> dict[str, float]:
+    """Mean, median, p90 (nearest rank) and max of ``values`` (zeros when empty)."""
+    if not values:
+        return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0.0}
+    ordered = sorted(values)
+    n = len(ordered)
+    middle = n // 2
+    median = ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return {
+        "mean": round(sum(ordered) / n, 2),
+        "median": median,
+        "p90": ordered[max(0, math.ceil(0.9 * n) - 1)],
+        "max": ordered[-1],
+    }
 
 
 def _share(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
-def dataset_stats(source: Path | Sequence[Path], warn: Warn = log.warning) -> dict[str, Any]:
-    """The statistics of a run folder's shards, or of the given files."""
-    files = shard_files(source) if isinstance(source, Path) else list(source)
-    return compute_stats(read_summaries(files, warn))
+def _mean(values: Sequence[int]) -> float:
+    return round(sum(values) / len(values), 2) if values else 0.0
 
 
-def compute_stats(records: list[RecordSummary]) -> dict[str, Any]:
-    """Counts average over every record; verdicts, intents, exit codes and drift over ours only."""
-    ours = [r.meta for r in records if r.meta is not None]
+def dataset_stats(
+    source: Path | Sequence[Path], warn: Warn = log.warning, selection: Selection = "success"
+) -> dict[str, Any]:
+    """The statistics of a file or folder (see ``record_reader.dataset_files``) or of given files."""
+    files = dataset_files(source) if isinstance(source, Path) else list(source)
+    return compute_stats(read_summaries(files, warn), selection)
+
+
+def compute_stats(records: list[RecordSummary], selection: Selection = "success") -> dict[str, Any]:
+    """The table over the selected records; the verdict mix over all of them."""
+    chosen = [r for r in records if selection == "all" or r.verdict in (None, "success")]
+    ours = [r.meta for r in chosen if r.meta is not None]
     tools: Counter[str] = Counter()
     domains: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
     domain_tools: Counter[str] = Counter()
-    for r in records:
+    for r in chosen:
         tools.update(r.called)
         if r.meta is not None:
             intent_domains = [d.id for d in r.meta.intent.domains]
             domains.update(intent_domains)
             tasks.update(t.name for t in r.meta.intent.tasks)
             domain_tools.update(f"{d} x {t}" for d in intent_domains for t in r.called)
-    exit_codes = [t.exit_code for m in ours for t in m.tool_results if t.exit_code is not None]
-    our_turns = sum(m.counts.user_turns for m in ours)
-    return {
-        "trajectories": len(records),
-        "records_without_metadata": len(records) - len(ours),
-        "user_turns_avg": _mean([r.user_turns for r in records]),
-        "messages_avg": _mean([r.messages for r in records]),
-        "tool_calls_avg": _mean([r.tool_calls for r in records]),
-        "unique_tools_avg": _mean([r.unique_tools for r in records]),
+    exit_codes = [e for r in chosen for e in r.exit_codes]
+    our_turns = sum(r.user_turns for r in chosen if r.meta is not None)
+    stats: dict[str, Any] = {
+        "selection": selection,
+        "trajectories": len(chosen),
+        "records_read": len(records),
+        "records_without_metadata": sum(1 for r in chosen if r.meta is None),
+        "verdicts": dict(Counter(r.verdict or "unknown" for r in records).most_common()),
+    }
+    for measure in MEASURES:
+        values = [getattr(r, measure) for r in chosen]
+        stats[measure] = distribution(values)
+        stats[f"{measure}_avg"] = stats[measure]["mean"]
+    stats |= {
+        "user_turn_histogram": {str(k): v for k, v in sorted(Counter(r.user_turns for r in chosen).items())},
+        "exec_results": len(exit_codes),
         "nonzero_exit_share": _share(sum(1 for e in exit_codes if e != 0), len(exit_codes)),
+        "tool_failure_share": _share(sum(r.tool_failures for r in chosen), sum(r.tool_results for r in chosen)),
         "role_drift_rate": _share(sum(m.counts.role_drift_messages for m in ours), our_turns),
         "role_drift_regenerations": sum(m.counts.role_drift_regenerations for m in ours),
         "verified_share": _share(sum(m.verification_asked for m in ours), len(ours)),
-        "verdicts": dict(Counter(m.verdict for m in ours)),
+        "intent_axes": {
+            "domains": _mean([len(m.intent.domains) for m in ours]),
+            "tasks": _mean([len(m.intent.tasks) for m in ours]),
+            "tools": _mean([len(m.intent.tools_used) for m in ours]),
+        },
         "complexity": dict(Counter(m.intent.complexity for m in ours)),
         "domains": dict(domains.most_common()),
         "tools": dict(tools.most_common()),
         "tasks": dict(tasks.most_common()),
         "domain_x_tool": dict(domain_tools.most_common()),
     }
+    return stats
 
 
-def format_table(stats: dict[str, Any]) -> str:
-    """The paper's corpus table, plus the mixes, as plain text."""
-    rows = [
-        ("trajectories", stats["trajectories"]),
-        ("user turns / trajectory", stats["user_turns_avg"]),
-        ("messages / trajectory", stats["messages_avg"]),
-        ("tool calls / trajectory", stats["tool_calls_avg"]),
-        ("unique tools / trajectory", stats["unique_tools_avg"]),
-        ("non-zero exit share", stats["nonzero_exit_share"]),
-        ("role-drift rate (user messages)", stats["role_drift_rate"]),
-        ("verified before finishing", stats["verified_share"]),
-    ]
-    foreign = stats.get("records_without_metadata") or 0
-    if foreign:
-        rows.append(("records without ISE metadata", f"{foreign} (counted from their messages only)"))
-    lines = [f"{name:34} {value}" for name, value in rows]
-    for title in ("verdicts", "complexity", "domains", "tools", "tasks", "domain_x_tool"):
-        mix = stats.get(title) or {}
-        top = ", ".join(f"{k} {v}" for k, v in list(mix.items())[:12])
-        lines.append(f"{title:34} {top or '-'}" + (f" (+{len(mix) - 12} more)" if len(mix) > 12 else ""))
-    return "\n".join(lines)
-
-
-def stats_for(target: Path, warn: Warn = log.warning) -> tuple[dict[str, Any], Path]:
-    """For ``ise stats TARGET``: the statistics of a run folder or one .jsonl file, and where to
-    save them. ConfigError (saying what to pass instead) when there is nothing to read."""
-    if target.is_dir():
-        files = shard_files(target)
-        if not files:
-            raise ConfigError(describe_folder(target, SHARD_GLOB))
-        return dataset_stats(files, warn), target / "stats.json"
-    if not target.exists():
-        raise ConfigError(
-            f"{target}: no such file or folder; pass a run folder (out/<run_id>) holding "
-            f"{SHARD_GLOB} shards, or one .jsonl file of trajectories"
-        )
-    return dataset_stats([target], warn), target.with_name(f"{target.stem}.stats.json")
+def stats_path_for(target: Path) -> Path:
+    """Where ``ise stats TARGET`` saves: ``stats.json`` in a folder, ``<name>.stats.json`` beside a file."""
+    return target / "stats.json" if target.is_dir() else target.with_name(f"{target.stem}.stats.json")
 
 
 def save_stats(path: Path, stats: dict[str, Any]) -> Path:
@@ -140,5 +150,8 @@ def save_stats(path: Path, stats: dict[str, Any]) -> Path:
 
 
 def write_stats(run_dir: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Compute a run folder's statistics (plus ``extra``) and save them as ``run_dir/stats.json``."""
-    return save_stats(run_dir / "stats.json", {**dataset_stats(run_dir), **(extra or {})})
+    """Compute a run folder's statistics (successful trajectories, and ``all`` verdicts nested)
+    plus ``extra``, and save them as ``run_dir/stats.json``."""
+    records = read_summaries(shard_files(run_dir), log.warning)
+    stats = {**compute_stats(records), "all": compute_stats(records, "all")}
+    return save_stats(run_dir / "stats.json", {**stats, **(extra or {})})

@@ -26,10 +26,10 @@ from typing import Any
 from services.common.contracts.envelope import is_safe_id
 from services.common.locks import file_lock
 from services.dedup.errors import UnsafePathError
+from services.dedup.record_reader import SHARD_GLOB
 
 log = logging.getLogger(__name__)
 
-SHARD_GLOB = "trajectories-*.jsonl"
 LOCK_NAME = ".writer.lock"
 LOCK_TIMEOUT_S = 60.0
 

@@ -20,8 +20,9 @@ from services.common.bus import ensure_topics
 from services.common.contracts.events import DeadLetter
 from services.common.ids import new_run_id
 from services.common.settings import KafkaSettings
-from services.dedup.stats import iter_records
+from services.dedup.stats import iter_records, shard_files
 from services.intent.settings import IntentSettings
+from tests.trainer_checks import check_reference_fields, load_with_datasets, render_chat
 
 N_INTENTS = 6
 
@@ -111,6 +112,21 @@ async def test_pipeline_end_to_end(
     letters = [DeadLetter.model_validate_json(v) for v in await read_topic(bootstrap, kafka.topics.dlq, 1)]
     assert [(d.source_topic, d.error_type) for d in letters] == [(kafka.topics.tasks, "ContractError")]
     assert "surprise" in letters[0].payload
+
+    # a trainer reads it as it reads the reference's: its fields and meanings, the intent itself as
+    # the opening, datasets.load_dataset, a tool-aware chat template
+    for record in records:
+        check_reference_fields(record)
+        assert next(m["content"] for m in record["messages"] if m["role"] == "user") == record["intent"]
+        assert record["intent"] == record["metadata"]["intent"]["text"] and record["status"] == "completed"
+    rows = load_with_datasets(shard_files(result.run_dir), out_dir / "hf-cache")
+    assert sorted(r["session_id"] for r in rows) == sorted(r["session_id"] for r in records)
+    assert all(
+        len(r["messages"]) == len(next(x for x in records if x["session_id"] == r["session_id"])["messages"])
+        for r in rows
+    )
+    rendered = render_chat(records[0])
+    assert "<tool_call>" in rendered and '"name": "exec"' in rendered and records[0]["final_output"] in rendered
 
     client = docker.from_env()
     # episodes closed their containers and the stopped executor removed its idle warm-pool ones

@@ -60,7 +60,10 @@ def ours(verdict: str = "success", exit_code: int = 0) -> dict:
                 "role_drift_messages": 1,
                 "role_drift_regenerations": 1,
             },
-            "tool_results": [{"name": "ls", "exit_code": 0}, {"name": "exec", "exit_code": exit_code}],
+            "tool_results": [
+                {"tool_call_id": "c1", "name": "ls", "exit_code": 0},
+                {"tool_call_id": "c2", "name": "exec", "exit_code": exit_code},
+            ],
         },
     }
 
@@ -88,14 +91,13 @@ def test_stats_on_our_records_keeps_the_table_and_json(tmp_path: Path, capsys) -
     (run / "stats.json").write_text(json.dumps({"run_id": "run-1", "trajectories": 99}))
     code, out, err = stats_cli(run, capsys)
     assert code == 0 and err == ""
-    assert (
-        "trajectories                       2" in out
-        and "verdicts                           success 1, failed 1" in out
-    )
+    assert f"{run}: 1 of 2 records" in out and "verdicts     success 1, failed 1" in out  # successes by default
     assert "without ISE metadata" not in out and f"saved as {run / 'stats.json'}" in out
     saved = json.loads((run / "stats.json").read_text())
-    assert saved["run_id"] == "run-1" and saved["trajectories"] == 2  # what `ise run` added is kept
-    assert saved["nonzero_exit_share"] == 0.25 and saved["role_drift_rate"] == 0.5 and saved["verified_share"] == 1.0
+    assert saved["run_id"] == "run-1" and saved["trajectories"] == 1  # what `ise run` added is kept
+    assert saved["nonzero_exit_share"] == 0.0 and saved["role_drift_rate"] == 0.5 and saved["verified_share"] == 1.0
+    code, out, err = cli.main(["stats", str(run), "--all", "--no-save"]), *capsys.readouterr()
+    assert code == 0 and f"{run}: 2 of 2 records" in out and "non-zero exit (exec)     25.00%" in out
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
 
 
@@ -103,14 +105,14 @@ def test_stats_counts_a_foreign_openai_record_from_its_messages(tmp_path: Path, 
     run = tmp_path / "run"
     shard(run, [FOREIGN, {**FOREIGN, "metadata": {"source": "elsewhere"}}, ours()])
     code, out, _ = stats_cli(run, capsys)
-    assert code == 0 and "records without ISE metadata       2" in out
+    assert code == 0 and "2 record(s) without ISE metadata" in out
     stats = json.loads((run / "stats.json").read_text())
     assert stats["trajectories"] == 3 and stats["records_without_metadata"] == 2
-    assert stats["user_turns_avg"] == 2.0 and stats["messages_avg"] == 7.0 and stats["tool_calls_avg"] == 2.0
-    assert stats["tools"] == {"ls": 3, "exec": 3} and stats["verdicts"] == {"success": 1}
+    assert stats["user_turns_avg"] == 2.0 and stats["messages_avg"] == 6.0 and stats["tool_calls_avg"] == 2.0
+    assert stats["tools"] == {"ls": 3, "exec": 3} and stats["verdicts"] == {"unknown": 2, "success": 1}
     assert stats["verified_share"] == 1.0  # over our records: a foreign one has no such notion
     foreign = summarize(FOREIGN)
-    assert (foreign.user_turns, foreign.messages, foreign.tool_calls, foreign.unique_tools) == (2, 7, 2, 2)
+    assert (foreign.user_turns, foreign.messages, foreign.tool_calls, foreign.unique_tools) == (2, 6, 2, 2)
     assert foreign.meta is None
 
 
@@ -118,7 +120,7 @@ def test_stats_on_a_single_file_saves_next_to_it(tmp_path: Path, capsys) -> None
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps(FOREIGN) + "\n")
     code, out, _ = stats_cli(path, capsys)
-    assert code == 0 and "trajectories                       1" in out
+    assert code == 0 and f"{path}: 1 of 1 records" in out
     assert json.loads((tmp_path / "data.stats.json").read_text())["trajectories"] == 1
 
 
@@ -130,7 +132,7 @@ def test_stats_on_a_single_file_saves_next_to_it(tmp_path: Path, capsys) -> None
         (b'{"conversations": [{"from": "human"}]}\n', 'no "messages" list (its keys: conversations)'),
         (b"[1, 2]\n", "expected a JSON object, got a list"),
         (b'{"messages": [{"content": "no role"}]}\n', "messages[0].role: Field required"),
-        (b'{"messages": [], "metadata": {"counts": {}}}\n', "metadata.verdict: Field required"),
+        (b'{"messages": [], "metadata": {"verdict": 3}}\n', "metadata.verdict: Input should be a valid string"),
         (b'{"messages": [], "metadata": {"verdict": "x", "counts": "3", "intent": {}}}\n', "metadata.counts"),
     ],
 )
@@ -156,7 +158,7 @@ def test_stats_skips_a_torn_last_line_with_a_warning(tmp_path: Path, capsys) -> 
     run = tmp_path / "run"
     shard(run, [ours(), FOREIGN], tail='{"messages": [{"role": "us')
     code, out, err = stats_cli(run, capsys)
-    assert code == 0 and "trajectories                       2" in out
+    assert code == 0 and f"{run}: 2 of 2 records" in out
     assert "ise: warning:" in err and "x-00000.jsonl:3: the last line is incomplete" in err
     assert len(iter_records(run)) == 2
     shard(run, [ours()], tail="\xff")  # cut inside a multi-byte character
@@ -167,12 +169,13 @@ def test_stats_skips_a_torn_last_line_with_a_warning(tmp_path: Path, capsys) -> 
     "setup, expect",
     [
         (lambda d: d / "missing", "missing: no such file or folder"),
-        (lambda d: d, "holds no trajectories-*.jsonl shards (it is empty)"),
-        (lambda d: (d / "a.jsonl").write_text("{}\n") and d, "holds other .jsonl files: to read one, pass its path"),
-        (lambda d: shard(d / "run-7", [FOREIGN]) and d, "holds run folders: pass one of them"),
+        (lambda d: d, "holds no .jsonl or .json files"),
+        (lambda d: (d / "notes.txt").write_text("x") and d, "holds no .jsonl or .json files"),
+        (lambda d: (d / "a.jsonl").write_text("{}\n") and d, 'a.jsonl:1: not a trajectory record: no "messages" list'),
+        (lambda d: (d / "b.json").write_text('[{"messages": []}, 3]') and d, "b.json:2: not a trajectory record"),
     ],
 )
-def test_stats_on_a_folder_without_shards_says_what_to_pass(tmp_path: Path, capsys, setup, expect: str) -> None:
+def test_stats_on_a_folder_without_records_says_what_to_pass(tmp_path: Path, capsys, setup, expect: str) -> None:
     folder = tmp_path / "f"
     folder.mkdir()
     code, out, err = stats_cli(setup(folder), capsys)
