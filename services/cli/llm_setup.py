@@ -61,6 +61,8 @@ def _local_env(base_url: str, local: ModuleType) -> dict[str, str]:
     env["ISE_INTENT_PROMPT"] = "render_small.md"
     env["ISE_INTENT_MIN_TASK_COVERAGE"] = "0"  # 135M parameters rarely keeps every task
     env["ISE_INTENT_REQUIRE_CONCRETE_DATA"] = "false"
+    env["ISE_INTENT_REQUIRE_REFERENCES"] = "false"  # nor names tools and skills on request
+    env["ISE_INTENT_MIN_WORDS"] = "12"  # 200 tokens of prose: often under the 80 words asked
     env["ISE_LLM_USER_RESPONSE_FORMAT"] = "json_schema"
     env["ISE_LLM_USER_MAX_TOKENS"] = "400"
     env["ISE_LLM_AGENT_TOOL_CHOICE_FIRST_STEP"] = "required"

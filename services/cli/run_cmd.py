@@ -60,6 +60,27 @@ def _vendi_line(report: dict) -> str:
     return f"Vendi {overall['q1']:.2f} (q=1, cosine) over {overall['n']} accepted intents"
 
 
+def _axes_line(stats: dict) -> str:
+    axes = stats.get("intent_axes") or {}
+    ours = " x ".join(str(axes.get(k, 0)) for k in ("domains", "tasks", "tools"))
+    return f"{ours} domains x tasks x tool/skill references per trajectory (paper 2.35 x 4.40 x 3.18)"
+
+
+def _task_pool_line() -> str:
+    """Which tasks the run could sample: those needing what the workspace lacks were left out."""
+    from services.intent.catalog import load_catalog
+    from services.intent.settings import IntentSettings
+
+    needs = frozenset(IntentSettings().exclude_needs)
+    left_out = load_catalog(excluded_needs=needs).excluded_tasks()
+    if not left_out:
+        return "every task of the catalog could be sampled"
+    return (
+        f"{left_out} tasks needing {', '.join(sorted(needs))} were not sampled (the workspace has no web "
+        "and none of those); ISE_INTENT_EXCLUDE_NEEDS changes that"
+    )
+
+
 def summary(result: RunResult, mode: str, quality: str) -> str:
     p = result.progress
     stats = json.loads(result.stats_path.read_text())
@@ -76,6 +97,8 @@ def summary(result: RunResult, mode: str, quality: str) -> str:
             f"{p.get('rejected', 0)} rejected as duplicates, {p.get('render_failed', 0)} failed to render"
         ),
         f"  diversity    {_vendi_line(stats.get('intent_diversity') or {})}",
+        f"  intent axes  {_axes_line(stats)}",
+        f"  task pool    {_task_pool_line()}",
         (
             f"  episodes     {p.get('episodes_final', 0)} finished ({verdicts}); "
             f"{p.get('infra_retries', 0)} infrastructure retries"

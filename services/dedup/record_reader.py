@@ -96,6 +96,7 @@ class _IntentMeta(_Lax):
     domains: list[_Ref] = Field(default_factory=list)
     tasks: list[_Ref] = Field(default_factory=list)
     tools_used: list[str] = Field(default_factory=list)
+    skills_used: list[str] = Field(default_factory=list)
 
 
 class _Counts(_Lax):

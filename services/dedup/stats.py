@@ -116,7 +116,7 @@ def compute_stats(records: list[RecordSummary], selection: Selection = "success"
         "intent_axes": {
             "domains": _mean([len(m.intent.domains) for m in ours]),
             "tasks": _mean([len(m.intent.tasks) for m in ours]),
-            "tools": _mean([len(m.intent.tools_used) for m in ours]),
+            "tools": _mean([len(m.intent.tools_used) + len(m.intent.skills_used) for m in ours]),
         },
         "complexity": dict(Counter(m.intent.complexity for m in ours)),
         "domains": dict(domains.most_common()),

@@ -1,4 +1,5 @@
-"""The 4D catalogs (personas, domains, tasks, complexity tiers), loaded from data files and checked."""
+"""The 4D catalogs (personas, domains, tasks, complexity tiers) and the tool and skill pools an
+intent may reference, loaded from data files and checked."""
 
 from __future__ import annotations
 
@@ -27,12 +28,25 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A tool or skill a request may name (``tools.yaml``, ``skills.yaml``)."""
+
+    id: str
+    name: str
+    description: str
+    domains: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str
     weight: float
     domains: tuple[int, int]
     tasks: tuple[int, int]
     meaning: str = ""
+    tools: tuple[int, int] = (0, 0)
+    skills: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -42,10 +56,20 @@ class Catalog:
     tasks: tuple[Task, ...]
     tiers: tuple[Tier, ...]
     excluded_needs: frozenset[str] = field(default_factory=frozenset)
+    tools: tuple[Reference, ...] = ()
+    skills: tuple[Reference, ...] = ()
 
     def usable_tasks(self, domain_id: str) -> list[Task]:
         """Tasks compatible with ``domain_id`` whose needs the workspace can meet."""
         return [t for t in self.tasks if domain_id in t.domains and not (set(t.needs) & self.excluded_needs)]
+
+    def usable_references(self, pool: tuple[Reference, ...], domain_ids: set[str]) -> list[Reference]:
+        """Tools or skills at home in one of ``domain_ids`` whose needs the workspace can meet."""
+        return [r for r in pool if set(r.domains) & domain_ids and not (set(r.needs) & self.excluded_needs)]
+
+    def excluded_tasks(self) -> int:
+        """How many tasks are never sampled because the workspace cannot meet their needs."""
+        return sum(1 for t in self.tasks if set(t.needs) & self.excluded_needs)
 
 
 def _read(directory: Path, name: str) -> Any:
@@ -75,12 +99,31 @@ def load_catalog(directory: Path = CATALOG_DIR, *, excluded_needs: frozenset[str
             domains=tuple(v["domains"]),
             tasks=tuple(v["tasks"]),
             meaning=v.get("meaning", ""),
+            tools=tuple(v.get("tools", (0, 0))),
+            skills=tuple(v.get("skills", (0, 0))),
         )
         for n, v in _read(directory, "complexity.yaml").items()
     )
-    catalog = Catalog(personas, domains, tasks, tiers, excluded_needs)
+    pools = [_references(directory, name) for name in ("tools.yaml", "skills.yaml")]
+    catalog = Catalog(personas, domains, tasks, tiers, excluded_needs, *pools)
     check_catalog(catalog)
     return catalog
+
+
+def _references(directory: Path, name: str) -> tuple[Reference, ...]:
+    """A tool or skill pool; a catalog folder without the file has an empty pool."""
+    if not (directory / name).exists():
+        return ()
+    return tuple(
+        Reference(
+            id=r["id"],
+            name=r["name"],
+            description=r["description"],
+            domains=tuple(r["domains"]),
+            needs=tuple(r.get("needs", ())),
+        )
+        for r in _read(directory, name)
+    )
 
 
 def check_catalog(catalog: Catalog) -> None:
@@ -89,15 +132,18 @@ def check_catalog(catalog: Catalog) -> None:
         ("persona", [p.id for p in catalog.personas]),
         ("domain", [d.id for d in catalog.domains]),
         ("task", [t.id for t in catalog.tasks]),
+        ("tool", [t.id for t in catalog.tools]),
+        ("skill", [s.id for s in catalog.skills]),
     ):
         dupes = {i for i in ids if ids.count(i) > 1}
         if dupes:
             raise ConfigError(f"duplicate {label} ids in catalog: {sorted(dupes)}")
     known = {d.id for d in catalog.domains}
-    for task in catalog.tasks:
-        unknown = set(task.domains) - known
+    items: list[Task | Reference] = [*catalog.tasks, *catalog.tools, *catalog.skills]
+    for item in items:
+        unknown = set(item.domains) - known
         if unknown:
-            raise ConfigError(f"task {task.id} names unknown domains {sorted(unknown)}")
+            raise ConfigError(f"{item.id} names unknown domains {sorted(unknown)}")
     if not catalog.personas or not catalog.tiers:
         raise ConfigError("catalog needs at least one persona and one complexity tier")
     empty = [d.id for d in catalog.domains if not catalog.usable_tasks(d.id)]

@@ -33,6 +33,7 @@ async def generate(
         settings.render_attempts,
         settings.min_task_coverage,
         settings.require_concrete_data,
+        settings.require_references,
     )
     gate = asyncio.Semaphore(settings.concurrency)
     counts = {"proposed": 0, "render_failed": 0}
@@ -60,6 +61,8 @@ async def generate(
             complexity=tup.complexity,
             seed=seed,
             render_model=llm.model,
+            tools_used=[t.id for t in tup.tools],
+            skills_used=[s.id for s in tup.skills],
         )
         event = IntentProposed(**bus.envelope("proposed", progress.run_id, intent_id), intent=intent)
         await bus.publish(event, bus.topics.intents_proposed, intent_id)

@@ -18,11 +18,12 @@ _CONCRETE = re.compile(r"\d|\b[\w-]+\.[a-z]{2,5}\b|\"[^\"]{2,}\"|`[^`]+`")
 
 @dataclass(frozen=True)
 class RenderLimits:
-    min_words: int = 12
-    max_words: int = 400
+    min_words: int = 70
+    max_words: int = 220
     attempts: int = 3
     min_task_coverage: float = 0.5
     require_concrete_data: bool = True
+    require_references: bool = True
 
 
 def _words(text: str) -> list[str]:
@@ -38,6 +39,12 @@ def task_coverage(text: str, tup: IntentTuple) -> float:
         keys = {w[:5] for w in _words(task.name) if w not in lists["stopwords"] and len(w) > 2}
         covered += bool(keys & stems) or not keys
     return covered / len(tup.tasks) if tup.tasks else 1.0
+
+
+def missing_references(text: str, tup: IntentTuple) -> list[str]:
+    """The tuple's tool and skill names that ``text`` does not name (case-insensitive)."""
+    lowered = " ".join(text.lower().split())
+    return [r.name for r in (*tup.tools, *tup.skills) if r.name.lower() not in lowered]
 
 
 def validate_text(text: str, limits: RenderLimits, tup: IntentTuple | None = None) -> str | None:
@@ -61,6 +68,8 @@ def validate_text(text: str, limits: RenderLimits, tup: IntentTuple | None = Non
     coverage = task_coverage(text, tup)
     if coverage < limits.min_task_coverage:
         return f"covers {coverage:.0%} of the sampled tasks (< {limits.min_task_coverage:.0%})"
+    if limits.require_references and (missing := missing_references(text, tup)):
+        return f"does not name the tool/skill references {missing}"
     return None
 
 

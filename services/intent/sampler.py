@@ -1,7 +1,9 @@
 """Seeded sampling of Persona x Domains x Tasks x Complexity tuples (same seed -> same tuple).
 
 Domains are drawn among those with usable tasks; tasks only from the drawn domains, at least
-one per domain, within the tier's bounds.
+one per domain, within the tier's bounds. Tool and skill references (``tools_used``,
+``skills_used``) are drawn from the pools' entries at home in the drawn domains, within the
+tier's bounds, with a generator of their own so that adding them left every earlier tuple as it was.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from services.common.contracts.intent import DomainRef, Persona, TaskRef
-from services.intent.catalog import Catalog, Tier
+from services.intent.catalog import Catalog, Reference, Tier
 
 
 @dataclass(frozen=True)
@@ -20,12 +22,16 @@ class IntentTuple:
     domains: tuple[DomainRef, ...]
     tasks: tuple[TaskRef, ...]
     complexity: str
+    tools: tuple[Reference, ...] = ()
+    skills: tuple[Reference, ...] = ()
 
     def as_prompt_json(self) -> dict[str, object]:
         return {
             "persona": self.persona.model_dump(exclude={"id"}),
             "domains": [{"name": d.name, "description": d.description} for d in self.domains],
             "tasks": [{"name": t.name, "description": t.description, "domain": t.domain} for t in self.tasks],
+            "tools": [{"name": t.name, "description": t.description} for t in self.tools],
+            "skills": [{"name": s.name, "description": s.description} for s in self.skills],
             "complexity": self.complexity,
         }
 
@@ -55,6 +61,18 @@ def sample_tuple(catalog: Catalog, seed: int) -> IntentTuple:
             break
         if task.id not in chosen:
             chosen[task.id] = TaskRef(id=task.id, name=task.name, description=task.description, domain=domain.id)
+    refs = random.Random(f"{seed}:references")
+    at_home = {d.id for d in domains}
     return IntentTuple(
-        seed=seed, persona=persona, domains=tuple(domains), tasks=tuple(chosen.values()), complexity=tier.name
+        seed=seed,
+        persona=persona,
+        domains=tuple(domains),
+        tasks=tuple(chosen.values()),
+        complexity=tier.name,
+        tools=_draw(refs, catalog.usable_references(catalog.tools, at_home), tier.tools),
+        skills=_draw(refs, catalog.usable_references(catalog.skills, at_home), tier.skills),
     )
+
+
+def _draw(rng: random.Random, pool: list[Reference], bounds: tuple[int, int]) -> tuple[Reference, ...]:
+    return tuple(rng.sample(pool, min(rng.randint(*bounds), len(pool))))

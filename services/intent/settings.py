@@ -21,7 +21,8 @@ class IntentSettings(BaseSettings):
     prompt: str = Field(
         "render.md", description="Prompt file under services/intent/prompts/ (render_small.md suits tiny models)."
     )
-    min_words: int = Field(12, ge=1)
+    min_words: int = Field(70, ge=1, description="Shortest acceptable request (the prompt asks for 80-200 words).")
     min_task_coverage: float = Field(0.5, ge=0, le=1, description="Share of sampled tasks the text must name.")
     require_concrete_data: bool = Field(True, description="Reject requests without numbers, file names or values.")
-    max_words: int = Field(400, ge=10)
+    require_references: bool = Field(True, description="Reject requests that leave out a sampled tool or skill name.")
+    max_words: int = Field(220, ge=10, description="Longest acceptable request.")

@@ -68,7 +68,7 @@ def test_catalog_check_names_the_problem(catalog: Catalog) -> None:
     ],
 )
 def test_validate_text(text: str, problem: str | None) -> None:
-    found = validate_text(text, RenderLimits())
+    found = validate_text(text, RenderLimits(min_words=12))
     assert (found is None) if problem is None else (problem in found)
 
 
@@ -95,9 +95,12 @@ def test_complexity_prior_chi_square(catalog: Catalog) -> None:
 def test_validation_checks_coverage_data_and_register(catalog: Catalog) -> None:
     tup = sample_tuple(catalog, 5)
     named = ", ".join(t.name.lower() for t in tup.tasks)
-    good = f"I need your help this week: {named}. Use the numbers in budget.csv, 1200 rows, threshold 15%."
-    limits = RenderLimits()
+    refs = " and ".join(r.name for r in (*tup.tools, *tup.skills))
+    good = f"I need your help this week: {named}. Use the numbers in budget.csv, 1200 rows, threshold 15%. Use {refs}."
+    limits = RenderLimits(min_words=12)
     assert validate_text(good, limits, tup) is None
+    assert tup.tools or tup.skills  # every tier draws at least one reference
+    assert "does not name the tool/skill references" in validate_text(good.replace(refs, "the usual"), limits, tup)
     vague = "I need your help this week with a few things around the office, please sort it out soon, 3 items."
     assert "covers" in validate_text(vague, limits, tup)
     no_data = f"I need your help this week: {named}. Please do it carefully and tell me when it is ready."
@@ -119,3 +122,23 @@ def test_excluded_needs_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> N
         d.id for d in offline.domains if len(everything.usable_tasks(d.id)) > len(offline.usable_tasks(d.id))
     )
     assert any(t.needs for t in everything.usable_tasks(some_domain))
+
+
+def test_references_are_drawn_per_tier_and_average_like_the_paper(catalog: Catalog) -> None:
+    """Domains x tasks x (tools + skills) over 3,000 tuples near the reference's 2.35 x 4.40 x 3.18,
+    each tier within its bounds, references at home in the intent's domains, never a web one offline."""
+    tuples = [sample_tuple(catalog, derive_seed(0, seed)) for seed in range(3000)]
+    tiers = {t.name: t for t in catalog.tiers}
+    for tup in tuples:
+        tier = tiers[tup.complexity]
+        assert tier.tools[0] <= len(tup.tools) <= tier.tools[1] and tier.skills[0] <= len(tup.skills) <= tier.skills[1]
+        domains = {d.id for d in tup.domains}
+        assert all(set(r.domains) & domains and not r.needs for r in (*tup.tools, *tup.skills))
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    assert abs(mean([len(t.domains) for t in tuples]) - 2.35) < 0.15
+    assert abs(mean([len(t.tasks) for t in tuples]) - 4.40) < 0.2
+    assert abs(mean([len(t.tools) + len(t.skills) for t in tuples]) - 3.18) < 0.25
+    online = load_catalog(excluded_needs=frozenset())
+    drawn = {r.id for seed in range(3000) for r in sample_tuple(online, seed).tools}
+    assert "tool-web-search" in drawn  # allowed when the workspace has the web
+    assert sample_tuple(catalog, 11) == sample_tuple(catalog, 11)  # seeded

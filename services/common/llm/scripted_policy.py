@@ -225,6 +225,8 @@ def intent_variables(spec: Mapping[str, Any], intent_tuple: Mapping[str, Any], k
     tasks = [str(t.get("name", "")).lower() for t in intent_tuple.get("tasks") or [] if isinstance(t, Mapping)]
     domains = [str(d.get("name", "")).lower() for d in intent_tuple.get("domains") or [] if isinstance(d, Mapping)]
     complexity = str(intent_tuple.get("complexity") or "medium")
+    refs = {kind: _names(intent_tuple.get(kind)) for kind in ("tools", "skills")}
+    form = "both" if all(refs.values()) else next((k for k, v in refs.items() if v), "")
     variables: dict[str, Any] = {k: v for k, v in persona.items() if isinstance(v, (str, int, float))}
     variables.update(
         tasks=join_naturally(tasks) or spec.get("defaults", {}).get("tasks", "the work"),
@@ -232,12 +234,20 @@ def intent_variables(spec: Mapping[str, Any], intent_tuple: Mapping[str, Any], k
         task_count=len(tasks),
         complexity=complexity,
         complexity_note=spec.get("complexity_notes", {}).get(complexity, ""),
+        tools=join_naturally(refs["tools"]),
+        skills=join_naturally(refs["skills"]),
     )
+    sentence = spec.get("references", {}).get(form, "") if form else ""
+    variables["references"] = fill(sentence, variables) if sentence else ""
     for name, (lo, hi, step) in spec.get("numbers", {}).items():
         variables[name] = lo + _hash_int(key, name) % ((hi - lo) // step + 1) * step
     for name, choices in spec.get("pools", {}).items():
         variables[name] = choices[_hash_int(key, name) % len(choices)]
     return variables
+
+
+def _names(items: Any) -> list[str]:
+    return [str(i.get("name", "")) for i in items or [] if isinstance(i, Mapping) and i.get("name")]
 
 
 def _hash_int(key: str, name: str) -> int:
