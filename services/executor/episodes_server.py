@@ -53,6 +53,9 @@ POLL_S = 0.05  # how often a waiting stream looks for a turn handed off by anoth
 HELLO_TIMEOUT_S = 30.0
 
 
+_DETACHED: set[asyncio.Future[None]] = set()  # lease hand-backs that outlive a cancelled stream
+
+
 class Disconnected(Exception):
     """The agent's stream ended."""
 
@@ -105,7 +108,12 @@ class Session:
             log.info("agent %s (%s) disconnected%s", self.agent.name, self.caller, self._holding())
         finally:
             reader.cancel()
-            await self._let_go(disconnect=True)
+            # grpc.aio cancels the handler when the call ends: letting go of the lease (which starts
+            # its grace period) must not be cut off by that, or a resume within the grace fails
+            letting_go = asyncio.ensure_future(self._let_go(disconnect=True))
+            _DETACHED.add(letting_go)
+            letting_go.add_done_callback(_DETACHED.discard)
+            await asyncio.shield(letting_go)
 
     async def _serve(self) -> None:
         first = await self._receive(HELLO_TIMEOUT_S)
