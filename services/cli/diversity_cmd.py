@@ -93,6 +93,14 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--paper", action="store_true", help="overlay the paper's curve (read off its figure) on the PNG"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="OTHER.jsonl",
+        help="a second pool whose curve (same sizes and seed) is printed and drawn beside this one's, e.g. "
+        "the fixed prior against diversity steering (bench/bench_steering.py writes both)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
     return parser
@@ -180,12 +188,19 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         embeddings, model_name = embed(texts, args.model, args.batch_size, quiet=args.quiet)
         embed_s = time.perf_counter() - started
+        other = None
+        if args.compare is not None:
+            other_texts, _, _ = load_pool(args.compare)
+            if not other_texts:
+                raise ISEError(f"{args.compare}: no usable intents")
+            other = embed(other_texts, args.model, args.batch_size, quiet=args.quiet)[0]
     except ISEError as exc:
         print(f"ise diversity: error: {exc}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     report = diversity_report(texts, embeddings, labels)
     curve = vendi_curve(embeddings, args.sizes, seed=args.seed)
+    other_curve = vendi_curve(other, args.sizes, seed=args.seed) if other is not None else None
     metrics_s = time.perf_counter() - started
     result = {
         "pool": str(pool),
@@ -194,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
         **report,
         "curve": {"q": 1, "seed": args.seed, "points": [{"n": n, "vendi": v} for n, v in curve]},
         "paper": {"vendi_q1": PAPER_VENDI, "n": PAPER_POOL, "model": MPNET},
+        **(
+            {"compare": {"pool": str(args.compare), "points": [{"n": n, "vendi": v} for n, v in other_curve]}}
+            if other_curve
+            else {}
+        ),
         "seconds": {"model_load_and_embedding": round(embed_s, 3), "metrics": round(metrics_s, 3)},
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,12 +225,15 @@ def run(args: argparse.Namespace) -> int:
         title=f"Vendi Score vs. pool size ({model_name})",
         label=f"{pool.name}",
         reference=PAPER_CURVE if args.paper else None,
+        others=[(args.compare.name, other_curve)] if other_curve else (),
     )
     print(
         f"pool {pool}: {report['n']} intents, model {model_name} ({report['dim']}-d), "
         f"model load + embedding {embed_s:.1f} s, metrics {metrics_s:.2f} s"
     )
     print(format_report(report, curve))
+    if other_curve:
+        print(f"{args.compare.name} (q=1): " + ", ".join(f"{n:,}: {v:.2f}" for n, v in other_curve))
     print(f"wrote {json_path}\nwrote {png_path}")
     return 0
 

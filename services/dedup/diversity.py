@@ -128,11 +128,12 @@ def plot_curve(
     label: str = "this pool",
     reference: Sequence[tuple[int, float]] | None = None,
     reference_label: str = "ISE paper (read off its figure)",
+    others: Sequence[tuple[str, Sequence[tuple[int, float]]]] = (),
 ) -> str:
     """Write the curve as a PNG (log-x, markers, final value annotated); returns the path.
 
     ``q`` only labels the y axis (the order the points were computed with); ``reference`` adds a
-    second, dashed curve such as :data:`PAPER_CURVE`.
+    dashed curve such as :data:`PAPER_CURVE`; ``others`` adds (label, points) curves of other pools.
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change), imported here.
     """
@@ -146,6 +147,9 @@ def plot_curve(
     ax = fig.add_subplot()
     xs, ys = zip(*points, strict=True)
     ax.plot(xs, ys, marker="o", color="tab:blue", label=label)
+    for (other_label, other), color in zip(others, ("tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False):
+        ox, oy = zip(*other, strict=True)
+        ax.plot(ox, oy, marker="^", color=color, label=other_label)
     if reference:
         rx, ry = zip(*reference, strict=True)
         ax.plot(rx, ry, marker="s", linestyle="--", color="tab:gray", alpha=0.8, label=reference_label)

@@ -23,6 +23,7 @@ from services.common.contracts.intent import Intent
 from services.common.outbox import OutboxItem, flush
 from services.common.replay import read_to_end
 from services.common.state import RunProgress, StateStore
+from services.common.steering import CELL_GROUP, CellGains, cell_label, save_gains
 from services.dedup.batcher import EncodeBatcher
 from services.dedup.embedder import Embedder, build_embedder
 from services.dedup.gate import IntentGate
@@ -50,6 +51,7 @@ class GateService:
         self._cache: VectorCache | None = None
         self._lock = asyncio.Lock()  # check-then-add must not interleave
         self.diversity: dict[str, VendiByCell] = {}  # per run, over the accepted pool (XᵀX is a sum)
+        self.gains: dict[str, CellGains] = {}  # per run: each domain x complexity cell's marginal Vendi gain
         self._reports: dict[str, asyncio.Task[None]] = {}
         self._stale: set[str] = set()
 
@@ -79,7 +81,9 @@ class GateService:
     def _accept(self, run_id: str, intent: Intent, vector: np.ndarray) -> None:
         self._pool(run_id).add(intent.intent_id, intent.text, vector)
         cells = self.diversity.setdefault(run_id, VendiByCell(self._dim()))
-        cells.add(vector[None, :], [{"domain": [d.id for d in intent.domains], "complexity": intent.complexity}])
+        domains = [d.id for d in intent.domains]
+        cell = [cell_label(d, intent.complexity) for d in domains]
+        cells.add(vector[None, :], [{"domain": domains, "complexity": intent.complexity, CELL_GROUP: cell}])
         self._stale.add(run_id)
         if run_id not in self._reports or self._reports[run_id].done():  # coalesce: one report per second
             self._reports[run_id] = asyncio.create_task(self._report_soon(run_id))
@@ -88,7 +92,12 @@ class GateService:
         while run_id in self._stale:  # accepts that land while a report is computed trigger another
             await asyncio.sleep(REPORT_DELAY_S)
             self._stale.discard(run_id)
-            await self.diversity_report(run_id)
+            try:
+                await self.diversity_report(run_id)
+            except Exception as exc:  # Redis down: the next accept (or close) reports again
+                self._stale.add(run_id)
+                log.warning("diversity report of %s not saved (%s: %s); retrying", run_id, type(exc).__name__, exc)
+                await asyncio.sleep(REPORT_DELAY_S * 4)
 
     async def diversity_report(self, run_id: str) -> dict[str, object] | None:
         """Exact Vendi (q=1, 2, inf) of the run's accepted pool, overall and per cell (d x d eigen,
@@ -100,6 +109,8 @@ class GateService:
         await self.store.redis.set(
             self.store.key("run", run_id, "diversity"), json.dumps(report), ex=self.store.settings.state_ttl_s
         )
+        gains = self.gains.setdefault(run_id, CellGains()).update(report)
+        await save_gains(self.store, run_id, gains)  # read by the intent job when ISE_INTENT_STEER is on
         return report
 
     def _dim(self) -> int:

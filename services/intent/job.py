@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from services.common.bus import EventBus
 from services.common.contracts.events import IntentProposed
-from services.common.contracts.intent import Intent
 from services.common.ids import derive_seed, digest
 from services.common.llm.client import LLMClient
 from services.common.state import RunProgress
+from services.common.steering import GainsReader
 from services.intent.catalog import Catalog
 from services.intent.renderer import RenderError, RenderLimits, render
 from services.intent.sampler import sample_tuple
@@ -39,11 +39,13 @@ async def generate(
     counts = {"proposed": 0, "render_failed": 0}
     bar = tqdm(total=settings.count, desc="intents", unit="intent", disable=None)
 
+    steering = GainsReader(progress.store, progress.run_id, settings.steer_strength) if settings.steer else None
+
     async def one(index: int) -> None:
         seed = derive_seed(settings.seed, index)
-        tup = sample_tuple(catalog, seed)
         intent_id = "intent_" + digest(settings.seed, index, length=12)
-        async with gate:
+        async with gate:  # drawn when a render slot is free, so steering sees the latest gains
+            tup = sample_tuple(catalog, seed, await steering.current() if steering else None)
             try:
                 text, _usage, _attempts = await render(llm, tup, limits, settings.prompt)
             except RenderError as exc:
@@ -52,18 +54,7 @@ async def generate(
                 log.warning("intent %s not rendered: %s", intent_id, exc)
                 bar.update(1)
                 return
-        intent = Intent(
-            intent_id=intent_id,
-            text=text,
-            persona=tup.persona,
-            domains=list(tup.domains),
-            tasks=list(tup.tasks),
-            complexity=tup.complexity,
-            seed=seed,
-            render_model=llm.model,
-            tools_used=[t.id for t in tup.tools],
-            skills_used=[s.id for s in tup.skills],
-        )
+        intent = tup.to_intent(intent_id, text, llm.model)
         event = IntentProposed(**bus.envelope("proposed", progress.run_id, intent_id), intent=intent)
         await bus.publish(event, bus.topics.intents_proposed, intent_id)
         await progress.count_once("proposed", intent_id)

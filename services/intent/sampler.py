@@ -9,10 +9,15 @@ tier's bounds, with a generator of their own so that adding them left every earl
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
-from services.common.contracts.intent import DomainRef, Persona, TaskRef
+from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
+from services.common.steering import cell_label
 from services.intent.catalog import Catalog, Reference, Tier
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,21 @@ class IntentTuple:
     complexity: str
     tools: tuple[Reference, ...] = ()
     skills: tuple[Reference, ...] = ()
+
+    def to_intent(self, intent_id: str, text: str, render_model: str = "") -> Intent:
+        """The intent this tuple rendered to as ``text``."""
+        return Intent(
+            intent_id=intent_id,
+            text=text,
+            persona=self.persona,
+            domains=list(self.domains),
+            tasks=list(self.tasks),
+            complexity=self.complexity,
+            seed=self.seed,
+            render_model=render_model,
+            tools_used=[t.id for t in self.tools],
+            skills_used=[s.id for s in self.skills],
+        )
 
     def as_prompt_json(self) -> dict[str, object]:
         return {
@@ -40,13 +60,20 @@ def _pick_tier(rng: random.Random, tiers: tuple[Tier, ...]) -> Tier:
     return rng.choices(tiers, weights=[t.weight for t in tiers], k=1)[0]
 
 
-def sample_tuple(catalog: Catalog, seed: int) -> IntentTuple:
+def sample_tuple(catalog: Catalog, seed: int, cell_weights: Mapping[str, float] | None = None) -> IntentTuple:
+    """The tuple of ``seed``. ``cell_weights`` (diversity steering, ``steering.py``) reweights the
+    domains drawn within the sampled tier by ``"<domain>/<tier>"`` cell; the tier itself keeps the
+    prior, so the complexity mix stays the paper's. Without weights: the paper's uniform draw."""
     rng = random.Random(seed)
     tier = _pick_tier(rng, catalog.tiers)
     persona = rng.choice(catalog.personas)
     eligible = [d for d in catalog.domains if catalog.usable_tasks(d.id)]
     n_domains = min(rng.randint(*tier.domains), len(eligible))
-    domains = rng.sample(eligible, n_domains)
+    if cell_weights:
+        weights = [cell_weights.get(cell_label(d.id, tier.name), 1.0) for d in eligible]
+        domains = _weighted_sample(rng, eligible, weights, n_domains)
+    else:
+        domains = rng.sample(eligible, n_domains)
     chosen: dict[str, TaskRef] = {}
     for domain in domains:  # at least one task per drawn domain
         pool = [t for t in catalog.usable_tasks(domain.id) if t.id not in chosen]
@@ -72,6 +99,17 @@ def sample_tuple(catalog: Catalog, seed: int) -> IntentTuple:
         tools=_draw(refs, catalog.usable_references(catalog.tools, at_home), tier.tools),
         skills=_draw(refs, catalog.usable_references(catalog.skills, at_home), tier.skills),
     )
+
+
+def _weighted_sample(rng: random.Random, items: list[T], weights: list[float], k: int) -> list[T]:
+    """``k`` distinct items, each draw proportional to the weights of those left."""
+    pool, left = list(items), list(weights)
+    chosen: list[T] = []
+    for _ in range(k):
+        index = rng.choices(range(len(pool)), weights=left, k=1)[0]
+        chosen.append(pool.pop(index))
+        left.pop(index)
+    return chosen
 
 
 def _draw(rng: random.Random, pool: list[Reference], bounds: tuple[int, int]) -> tuple[Reference, ...]:

@@ -26,3 +26,9 @@ class IntentSettings(BaseSettings):
     require_concrete_data: bool = Field(True, description="Reject requests without numbers, file names or values.")
     require_references: bool = Field(True, description="Reject requests that leave out a sampled tool or skill name.")
     max_words: int = Field(220, ge=10, description="Longest acceptable request.")
+    steer: bool = Field(
+        False,
+        description="Steer the draw of domains by the gate's measured diversity: domain x complexity cells whose "
+        "accepted intents add little Vendi are drawn less (off: the paper's fixed prior).",
+    )
+    steer_strength: float = Field(1.0, ge=0, description="Exponent on the relative gain (0: no steering).")

@@ -14,9 +14,12 @@ import yaml
 from services.common.contracts.events import IntentProposed, IntentRejected, TaskReady
 from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
 from services.common.state import RunProgress
+from services.common.steering import GainsReader, cell_label
 from services.dedup.embedder import Embedder, build_embedder
 from services.dedup.gate_service import GateService
 from services.dedup.settings import DedupSettings
+from services.intent.catalog import load_catalog
+from services.intent.sampler import sample_tuple
 
 PAIRS = yaml.safe_load((Path(__file__).resolve().parents[2] / "bench/data/gate_pairs.yaml").read_text())
 RUN = "run-gate"
@@ -94,3 +97,45 @@ async def test_gate_decisions_and_restart(bus_factory, store, kafka_settings, mp
     ]
     late = [r for r in after if r.intent.intent_id == "late"]
     assert [(r.reason, r.nearest_intent_id) for r in late] == [("near_duplicate", "p3")]
+    for service in (gate, restarted):
+        await service.close()
+
+
+async def test_gate_gains_steer_the_sampler(bus_factory, store, mpnet) -> None:
+    """Two cells: one fed variations of one request (little new diversity per intent), one fed
+    distinct requests. The gate's report saves each cell's marginal Vendi gain in Redis; the
+    intent job's reader turns it into weights that favour the diverse cell, and the sampler then
+    draws that cell's domain more often than the prior does."""
+    bus = await bus_factory("dedup")
+    gate = GateService(bus, store, DedupSettings(threshold=0.99), embedder=mpnet)  # keep the variations
+    await gate.start()
+    run = "run-steer"
+
+    def intent(i: str, text: str, domain: str) -> IntentProposed:
+        event = proposal(i, text)
+        moved = event.intent.model_copy(update={"domains": [DomainRef(id=domain, name=domain)]})
+        return event.model_copy(update={"run_id": run, "intent": moved})
+
+    same = [f"Please total the {n} invoices in invoices.csv by vendor and save totals.csv." for n in range(12, 24)]
+    distinct = [b for _, b in PAIRS["distinct"]] + [a for a, _ in PAIRS["distinct"]]
+    for i, text in enumerate(same):
+        await gate.on_proposed(intent(f"s{i}", text, "file-io"))
+    for i, text in enumerate(distinct[: len(same)]):
+        await gate.on_proposed(intent(f"v{i}", text, "code-runtime"))
+    await gate.diversity_report(run)
+    reader = GainsReader(store, run, strength=1.0)
+    weights = await reader.current()
+    low, high = weights[cell_label("file-io", "medium")], weights[cell_label("code-runtime", "medium")]
+    assert low < 1 < high, weights
+
+    catalog = load_catalog()
+    medium = [s for s in range(4000) if sample_tuple(catalog, s).complexity == "medium"][:600]
+    share = {
+        mode: sum("code-runtime" in {d.id for d in sample_tuple(catalog, s, w).domains} for s in medium) / len(medium)
+        for mode, w in (("prior", None), ("steered", weights))
+    }
+    assert share["steered"] > share["prior"] + 0.05, share
+    assert [sample_tuple(catalog, s).complexity for s in medium] == [
+        sample_tuple(catalog, s, weights).complexity for s in medium
+    ]  # the complexity mix stays the prior's
+    await gate.close()
