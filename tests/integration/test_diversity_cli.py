@@ -64,6 +64,7 @@ def test_diversity_on_a_small_pool(pool: Path, tmp_path: Path, capsys: pytest.Ca
         sizes=None,
         paper=True,
         quiet=True,
+        compare=None,
     )
     assert diversity_cmd.run(args) == 0
     out, err = capsys.readouterr()
@@ -88,12 +89,31 @@ def test_diversity_on_a_small_pool(pool: Path, tmp_path: Path, capsys: pytest.Ca
     assert points[-1]["vendi"] == pytest.approx(vendi["q1"], rel=1e-9)
     assert args.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # --compare: a second pool's curve at the same sizes and seed, printed, saved and drawn
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(_record(i)) + "\n" for i in range(0, 40, 2)), encoding="utf-8")
+    args.compare, args.png = other, tmp_path / "out" / "both.png"
+    assert diversity_cmd.run(args) == 0
+    out = capsys.readouterr().out
+    compared = json.loads(args.json.read_text())["compare"]
+    assert compared["pool"] == str(other) and [p["n"] for p in compared["points"]] == [10, 20]
+    assert "other.jsonl (q=1): 10:" in out and args.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_empty_pool_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     args = SimpleNamespace(
-        pool=empty, model=MINILM, batch_size=8, json=None, png=None, seed=0, sizes=None, paper=False, quiet=True
+        pool=empty,
+        model=MINILM,
+        batch_size=8,
+        json=None,
+        png=None,
+        seed=0,
+        sizes=None,
+        paper=False,
+        quiet=True,
+        compare=None,
     )
     assert diversity_cmd.run(args) == 2
     assert "no usable intents" in capsys.readouterr().err
