@@ -63,7 +63,7 @@ def _vendi_line(report: dict) -> str:
 def _axes_line(stats: dict) -> str:
     axes = stats.get("intent_axes") or {}
     ours = " x ".join(str(axes.get(k, 0)) for k in ("domains", "tasks", "tools"))
-    return f"{ours} domains x tasks x tool/skill references per trajectory (paper 2.35 x 4.40 x 3.18)"
+    return f"{ours} domains x tasks x tool/skill references per written trajectory (paper 2.35 x 4.40 x 3.18)"
 
 
 def _task_pool_line() -> str:
@@ -81,9 +81,19 @@ def _task_pool_line() -> str:
     )
 
 
+def _per_episode(stats: dict, everything: dict) -> str:
+    """The paper's averages over successful trajectories, or over all when none succeeded."""
+    chosen, over = (stats, "successful") if stats["trajectories"] else (everything, "every verdict; none succeeded")
+    return (
+        f"{chosen['user_turns_avg']} user turns, {chosen['messages_avg']} messages (no system), "
+        f"{chosen['tool_calls_avg']} tool calls (over {over})"
+    )
+
+
 def summary(result: RunResult, mode: str, quality: str) -> str:
     p = result.progress
     stats = json.loads(result.stats_path.read_text())
+    everything = stats.get("all") or stats
     verdicts = (
         ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(p.items()) if k.startswith("verdict.")) or "none"
     )
@@ -97,17 +107,17 @@ def summary(result: RunResult, mode: str, quality: str) -> str:
             f"{p.get('rejected', 0)} rejected as duplicates, {p.get('render_failed', 0)} failed to render"
         ),
         f"  diversity    {_vendi_line(stats.get('intent_diversity') or {})}",
-        f"  intent axes  {_axes_line(stats)}",
+        f"  intent axes  {_axes_line(everything)}",
         f"  task pool    {_task_pool_line()}",
         (
             f"  episodes     {p.get('episodes_final', 0)} finished ({verdicts}); "
             f"{p.get('infra_retries', 0)} infrastructure retries"
         ),
-        f"  dataset      {stats['trajectories']} trajectories in {len(shards)} shard(s) under {result.run_dir}",
         (
-            f"  per episode  {stats['user_turns_avg']} user turns, {stats['messages_avg']} messages, "
-            f"{stats['tool_calls_avg']} tool calls"
+            f"  dataset      {everything['trajectories']} trajectories ({stats['trajectories']} successful) "
+            f"in {len(shards)} shard(s) under {result.run_dir}"
         ),
+        f"  per episode  {_per_episode(stats, everything)}",
         f"  statistics   {result.stats_path}",
         f"  logs         {result.run_dir / 'logs'}",
     ]
