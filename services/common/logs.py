@@ -8,7 +8,7 @@ import sys
 
 
 def setup_logging(service: str, level: str | None = None) -> logging.Logger:
-    level_name = (level or os.environ.get("ISE_LOG_LEVEL", "INFO")).upper()
+    level_name = (level or os.environ.get("ISE_LOG_LEVEL") or "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s %(levelname)-5s [{service}] %(name)s: %(message)s", "%H:%M:%S")

@@ -47,6 +47,9 @@ TOOLING = frozenset(
         "ISE_ROOTFS_WORKDIR",
         "ISE_ROOTFS_TMPFS",
         "ISE_VENV",
+        "ISE_WEB_CACHE_DIR",  # the local web's built corpus and index (services/web/cache.py)
+        "ISE_EGRESS_MITMDUMP",  # another mitmdump binary (services/egress/launcher.py)
+        "ISE_EGRESS_SECRET_FILE",  # read by the proxy's addon inside mitmdump
     }
 )
 """Variables read by the stack's scripts and tooling rather than by a settings class."""

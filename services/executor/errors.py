@@ -11,10 +11,13 @@
     │   └── FileOpError               a file operation failed inside a live workspace
     │                                 (missing file, is a directory, permission denied, ...)
     ├── ToolArgumentError             a tool call's arguments are invalid (bad path, bad timeout, ...)
+    ├── WebUnavailable                the egress proxy is down or refuses the executor (also a
+    │                                 TransientError: the turn is an infrastructure error)
     ├── UnknownEpisodeError           a user turn for an episode no simulator started (also a
     │                                 PermanentError: dead-lettered, no workspace is made)
     ├── ShellUnavailable              the shell driver cannot start here (falls back to docker exec)
     ├── AuthConfigError               unusable or unsafe gRPC auth settings (also a ConfigError)
+    ├── SkillError                    a skill folder's SKILL.md is unusable (also a ConfigError)
     ├── DeadlineExceeded              too little of a gRPC call's deadline was left to start the work
     └── Refused                       a gRPC request refused with a specific status code
 
@@ -72,6 +75,10 @@ class ToolArgumentError(ExecutorError):
     """A tool call (or API request) carried invalid arguments."""
 
 
+class WebUnavailable(ExecutorError, TransientError):
+    """The egress proxy cannot be reached or refuses the executor itself (an infrastructure error)."""
+
+
 class UnknownEpisodeError(ExecutorError, PermanentError):
     """A user turn names an episode that no simulator registered (forged or long expired)."""
 
@@ -95,3 +102,12 @@ class Refused(ExecutorError):
 
 class AuthConfigError(ExecutorError, ConfigError):
     """The gRPC auth settings are unusable (or unsafe for the bind address)."""
+
+
+class SkillError(ExecutorError, ConfigError):
+    """A skill's SKILL.md is unusable (front matter, name, description, size); names the file and the fix."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
