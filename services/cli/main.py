@@ -6,6 +6,7 @@ ise job intent          run the intent job of one run (publishes its intents, th
 ise stack up|down|status
 ise stats PATH [PATH]   the paper's statistics of datasets (ours, the reference's, any OpenAI messages)
 ise export PATH --format reference|openai|sharegpt --out FILE   a dataset in a trainer's format
+ise reexecute PATH      re-run recorded episodes' tool calls offline (web from their recordings)
 ise docs                write the AsyncAPI document of each service
 ise intents import|export   intents.jsonl in the reference layout, into or out of a run
 ise diversity POOL.jsonl    Vendi (q=1,2,inf; per cell), Distinct-N, Vendi-vs-size curve (PNG)
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.cli import diversity_cmd, export_cmd, intents_cmd, stats_cmd
+from services.cli import diversity_cmd, export_cmd, intents_cmd, reexecute_cmd, stats_cmd
 from services.cli.argtypes import positive_float, positive_int, run_id_arg
 from services.common.contracts.envelope import is_safe_id
 from services.common.errors import ConfigError, ISEError
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
     stats_cmd.add_parser(sub)
     export_cmd.add_parser(sub)
+    reexecute_cmd.add_parser(sub)
     return parser
 
 
@@ -167,6 +169,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return intents_cmd.run(args)
     if args.command == "export":
         return export_cmd.run(args)
+    if args.command == "reexecute":
+        return reexecute_cmd.run(args)
     if args.command == "docs":
         from services.cli.docs_cmd import DOCS_DIR, write_docs
 

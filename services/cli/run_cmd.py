@@ -76,8 +76,8 @@ def _task_pool_line() -> str:
     if not left_out:
         return "every task of the catalog could be sampled"
     return (
-        f"{left_out} tasks needing {', '.join(sorted(needs))} were not sampled (the workspace has no web "
-        "and none of those); ISE_INTENT_EXCLUDE_NEEDS changes that"
+        f"{left_out} tasks needing {', '.join(sorted(needs))} were not sampled (the agent's web is a local "
+        "documentation mirror, and the workspace has none of the others); ISE_INTENT_EXCLUDE_NEEDS changes that"
     )
 
 

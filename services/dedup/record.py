@@ -14,6 +14,8 @@ reference's, OpenAI's and ShareGPT's formats from it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from services.common.contracts.events import TrajectoryFinished
@@ -32,6 +34,7 @@ def training_record(event: TrajectoryFinished) -> dict[str, Any]:
             wire["success"] = meta is None or meta.error is None
         messages.append(wire)
     replies = [m.content for m in event.messages if m.role == "assistant" and m.content]
+    system_prompt = next((m.content or "" for m in event.messages if m.role == "system"), "")
     return {
         "status": "completed" if event.verdict.value == "success" else event.verdict.value,
         "session_id": event.episode_id,
@@ -41,7 +44,7 @@ def training_record(event: TrajectoryFinished) -> dict[str, Any]:
         "enable_thinking": any("reasoning_content" in m for m in messages),
         "messages": messages,
         "tools": event.tools,
-        "skills": [],
+        "skills": event.skills,
         "final_output": replies[-1] if replies else "",
         "metadata": {
             "persona": intent.persona.model_dump(),
@@ -76,6 +79,13 @@ def training_record(event: TrajectoryFinished) -> dict[str, Any]:
             "models": event.models,
             "seeds": {"intent": intent.seed, "episode": event.seed},
             "workspace_image": event.workspace_image,
+            "session": {
+                "system_prompt": system_prompt,
+                "system_prompt_chars": len(system_prompt),
+                "skills_snapshot": [s["name"] for s in event.skills],
+                "thinking": "on" if any("reasoning_content" in m for m in messages) else "off",
+            },
+            "web": web_provenance(event),
             "timings": {"started_at": event.started_at, "duration_ms": event.duration_ms},
         },
     }
@@ -94,3 +104,36 @@ def reference_domains(intent: Intent) -> list[dict[str, Any]]:
         }
         for d in intent.domains
     ]
+
+
+def web_recording_path(episode_id: str) -> str:
+    """Where an episode's web recording lies, relative to its run's dataset folder."""
+    return f"web/{episode_id}.jsonl"
+
+
+def web_recording_bytes(event: TrajectoryFinished) -> bytes:
+    """The egress proxy's recording of every web exchange of the episode, one JSON line each
+    (bodies base64, as recorded): the sidecar file that lets the episode replay offline."""
+    return "".join(json.dumps(x, ensure_ascii=False, separators=(",", ":")) + "\n" for x in event.web).encode()
+
+
+def web_provenance(event: TrajectoryFinished) -> dict[str, Any]:
+    """The record's summary of the web exchanges; the full recording is the sidecar file."""
+    data = web_recording_bytes(event)
+    return {
+        "recording": web_recording_path(event.episode_id) if event.web else None,
+        "recording_bytes": len(data),
+        "recording_sha256": hashlib.sha256(data).hexdigest() if event.web else None,
+        "exchanges": [
+            {
+                "method": x.get("method"),
+                "url": x.get("url"),
+                "status": x.get("status"),
+                "duration_ms": x.get("duration_ms"),
+                "blocked": bool(x.get("blocked")),
+                "error": x.get("error"),
+                "response_sha256": x.get("response_body_sha256"),
+            }
+            for x in event.web
+        ],
+    }

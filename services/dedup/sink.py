@@ -13,7 +13,7 @@ from pathlib import Path
 from services.common.contracts.events import TrajectoryFinished
 from services.common.contracts.messages import Verdict
 from services.common.state import RunProgress, StateStore
-from services.dedup.record import training_record
+from services.dedup.record import training_record, web_recording_bytes, web_recording_path
 from services.dedup.settings import DedupSettings
 from services.dedup.writer import DatasetWriter
 
@@ -33,7 +33,9 @@ class SinkService:
         if event.user_turns == 0:
             await progress.count_once("not_written.no_turns", event.episode_id)
         elif event.verdict is not Verdict.INFRASTRUCTURE_ERROR:
-            wrote = await asyncio.to_thread(self.writer.write, event.run_id, event.episode_id, training_record(event))
+            sidecars = {web_recording_path(event.episode_id): web_recording_bytes(event)} if event.web else None
+            record = training_record(event)
+            wrote = await asyncio.to_thread(self.writer.write, event.run_id, event.episode_id, record, sidecars)
             if not wrote:
                 log.info("%s already in the dataset: skipped", event.episode_id)
         await progress.count_once(f"verdict.{event.verdict.value}", event.intent.intent_id)

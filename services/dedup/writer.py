@@ -103,8 +103,14 @@ class DatasetWriter:
         self._shard[run_id] = (candidate, 0)
         return candidate
 
-    def write(self, run_id: str, episode_id: str, record: dict[str, Any]) -> bool:
-        """Append ``record``; False (and nothing written) if the episode is already in the dataset."""
+    def write(
+        self, run_id: str, episode_id: str, record: dict[str, Any], sidecars: dict[str, bytes] | None = None
+    ) -> bool:
+        """Append ``record``; False (and nothing written) if the episode is already in the dataset.
+
+        ``sidecars`` (relative path -> bytes, e.g. the episode's web recording) are written first,
+        each atomically (temporary file, fsync, rename), so a record never points at a missing or
+        half-written file; a crash before the record line leaves a sidecar that the retry rewrites."""
         run_dir = self.run_dir(run_id)
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
@@ -114,6 +120,8 @@ class DatasetWriter:
                 index.refresh(run_dir)
                 if episode_id in index.episodes:
                     return False
+                for rel, data in (sidecars or {}).items():
+                    _write_atomically(run_dir, rel, data)
                 shard = self._next_shard(run_id, run_dir)
                 with shard.open("a", encoding="utf-8") as fh:
                     fh.write(line)
@@ -123,3 +131,16 @@ class DatasetWriter:
                 self._shard[run_id] = (path, lines + 1)
                 index.episodes.add(episode_id)
                 return True
+
+
+def _write_atomically(run_dir: Path, rel: str, data: bytes) -> None:
+    target = (run_dir / rel).resolve()
+    if run_dir.resolve() not in target.parents:
+        raise UnsafePathError(f"sidecar path {rel!r} leaves the run folder {run_dir}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)

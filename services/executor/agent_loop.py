@@ -16,12 +16,12 @@ from typing import Any
 
 from services.common.contracts.messages import ChatMessage, OutcomeDigest, ToolResultMeta, Usage
 from services.common.llm.client import ChatResult, LLMClient
-from services.executor.tools import Toolbox, tool_schemas
+from services.executor.tools import Toolbox
 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    max_steps: int = 16
+    max_steps: int = 64
     first_step_tool_choice: str = "auto"
     tool_call_prefill: str = ""
     tool_call_stop: str = ""
@@ -40,6 +40,7 @@ class TurnOutput:
     digest: OutcomeDigest = field(default_factory=OutcomeDigest)
     usage: Usage = field(default_factory=Usage)
     model: str = ""
+    web: list[dict[str, Any]] = field(default_factory=list)  # the egress proxy's recording of the turn
 
 
 async def run_turn(
@@ -51,7 +52,7 @@ async def run_turn(
     for step in range(config.max_steps):
         if config.forced and step > 0:
             break
-        result = await _step(llm, conversation, config, forced=config.forced)
+        result = await _step(llm, conversation, config, list(toolbox.schemas), forced=config.forced)
         out.usage, out.model = out.usage + result.usage, result.model or llm.model
         message = result.message
         conversation.append(message)
@@ -68,7 +69,7 @@ async def run_turn(
             out.messages.append(tool_message)
             out.tool_results.append(outcome.meta)
             note_outcome(out.digest, outcome.meta, outcome.wrote)
-    final = await llm.chat([m.to_openai() for m in conversation])  # no tools: the answer to the user
+    final = await llm.chat([m.to_request() for m in conversation])  # no tools: the answer to the user
     out.usage = out.usage + final.usage
     reply = ChatMessage(role="assistant", content=final.message.content or "")
     out.messages.append(reply)
@@ -76,14 +77,16 @@ async def run_turn(
     return out
 
 
-async def _step(llm: LLMClient, conversation: list[ChatMessage], config: LoopConfig, *, forced: bool) -> ChatResult:
-    wire: list[dict[str, Any]] = [m.to_openai() for m in conversation]
+async def _step(
+    llm: LLMClient, conversation: list[ChatMessage], config: LoopConfig, tools: list[dict[str, Any]], *, forced: bool
+) -> ChatResult:
+    wire: list[dict[str, Any]] = [m.to_request() for m in conversation]
     if not forced:
-        return await llm.chat(wire, tools=list(tool_schemas()), tool_choice="auto")
+        return await llm.chat(wire, tools=tools, tool_choice="auto")
     if config.tool_call_prefill:
         wire.append({"role": "assistant", "content": config.tool_call_prefill})
     stop = [config.tool_call_stop] if config.tool_call_stop else None
-    return await llm.chat(wire, tools=list(tool_schemas()), tool_choice="required", stop=stop)
+    return await llm.chat(wire, tools=tools, tool_choice="required", stop=stop)
 
 
 def note_outcome(digest: OutcomeDigest, meta: ToolResultMeta, wrote: str | None) -> None:

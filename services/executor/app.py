@@ -42,6 +42,7 @@ def create_app() -> FastStream:
         name_prefix=settings.container_prefix,
         shell=settings.shell,
         agent_user=settings.agent_user,
+        egress=settings.workspace_egress_config(),
     )
     loop = LoopConfig(
         settings.max_steps,

@@ -20,3 +20,4 @@ class ExecEpisode(StrictModel):
     messages: list[ChatMessage] = Field(default_factory=list, description="system, user, assistant, tool...")
     last_turn: AgentTurn | None = None
     workspace_image: str = ""
+    web_seen: int = Field(0, description="Exchanges of the egress recording already attached to a turn.")

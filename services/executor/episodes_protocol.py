@@ -10,7 +10,8 @@ from typing import Any
 
 from services.common.contracts.messages import ChatMessage, ToolResultMeta, Usage
 from services.common.rpc.ise.v1 import episodes_pb2 as pb
-from services.executor.tools import ToolOutcome, tool_schemas
+from services.executor.tool_common import ToolOutcome, error_text
+from services.executor.tools import all_tool_schemas
 
 MAX_NAME_CHARS = 128
 
@@ -23,18 +24,19 @@ class AgentIdentity:
     tools: tuple[dict[str, Any], ...]  # recorded as the trajectory's tools
 
 
-def identify_agent(hello: pb.Hello) -> AgentIdentity:
-    """The agent's recorded name and tool schemas; ValueError for a bad Hello."""
+def identify_agent(hello: pb.Hello, default_tools: tuple[dict[str, Any], ...]) -> AgentIdentity:
+    """The agent's recorded name and tool schemas (``default_tools`` when it declares none; any of
+    the tools we can run otherwise, reference and extras); ValueError for a bad Hello."""
     name = hello.agent_name.strip() or "external"
     if len(name) > MAX_NAME_CHARS or len(hello.model) > MAX_NAME_CHARS:
         raise ValueError(f"agent_name and model are at most {MAX_NAME_CHARS} characters")
     if not hello.tools_json.strip():
-        return AgentIdentity(f"{name}/{hello.model}" if hello.model else name, tool_schemas())
+        return AgentIdentity(f"{name}/{hello.model}" if hello.model else name, default_tools)
     try:
         tools = json.loads(hello.tools_json)
     except json.JSONDecodeError as exc:
         raise ValueError(f"tools_json is not valid JSON: {exc.msg} at char {exc.pos}") from exc
-    known = {t["function"]["name"] for t in tool_schemas()}
+    known = set(all_tool_schemas())
     if not isinstance(tools, list) or not tools:
         raise ValueError("tools_json must be a non-empty JSON array of OpenAI tool objects")
     for tool in tools:
@@ -64,4 +66,4 @@ def messages_json(messages: list[ChatMessage]) -> str:
 
 def refused_call(call_id: str, name: str, message: str) -> ToolOutcome:
     meta = ToolResultMeta(tool_call_id=call_id, name=name, ok=False, error=message)
-    return ToolOutcome(content=f"error: {message}", meta=meta)
+    return ToolOutcome(content=error_text(name, message), meta=meta)

@@ -44,7 +44,7 @@ from services.executor.external_sweeper import expire_turn
 from services.executor.external_turns import Handoff, TurnProgress
 from services.executor.grpc_auth import Callers
 from services.executor.service import ExecutorService
-from services.executor.tools import Toolbox, ToolLimits, tool_schemas
+from services.executor.turns import system_prompt_of
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Session:
         self.requests = requests
         self.caller = caller
         self.inbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
-        self.agent = AgentIdentity("external", tool_schemas())
+        self.agent = AgentIdentity("external", service.world.tools)
         self.episode_id = ""
         self.token = ""
         self.lost = False
@@ -121,7 +121,7 @@ class Session:
             await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a Hello")
             return
         try:
-            self.agent = identify_agent(first.hello)
+            self.agent = identify_agent(first.hello, self.service.world.tools)
         except ValueError as exc:
             await self.context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Hello: {exc}")
             return
@@ -209,15 +209,13 @@ class Session:
         self.episode_id, self.token, self.lost = episode_id, token, False
         self._renewer = asyncio.create_task(self._renew())
         state = await self.service.store.get_model(self.service.state_key(episode_id), ExecEpisode)
-        history = (
-            state.messages if state is not None else [ChatMessage(role="system", content=self.service.system_prompt)]
-        )
+        history = state.messages if state is not None else []
         log.info("agent %s (%s) took %s", self.agent.name, self.caller, episode_id)
         assigned = pb.EpisodeAssigned(
             episode_id=episode_id,
             lease_token=token,
-            system_prompt=self.service.system_prompt,
-            tools_json=json.dumps(list(tool_schemas())),
+            system_prompt=system_prompt_of(state) if state is not None else "",
+            tools_json=json.dumps(list(self.agent.tools)),
             history_json=messages_json(history),
             run_id=state.run_id if state is not None else "",
         )
@@ -318,8 +316,7 @@ class Session:
         ]
         progress.messages.append(ChatMessage(role="assistant", content=step.content or None, tool_calls=calls))
         progress.usage = progress.usage + usage_of(step.usage)
-        limits = ToolLimits(default_timeout_s=self.service.settings.command_timeout_s)
-        toolbox = Toolbox(self.service.backend, self.episode_id, limits)
+        toolbox = self.service.toolbox(self.episode_id, ",".join(t["function"]["name"] for t in self.agent.tools))
         max_steps = self.service.settings.max_steps
         for call in calls:
             name, arguments = call.function.name, call.function.arguments
@@ -360,6 +357,7 @@ class Session:
         if state is None or state.turn_done >= event.turn or not await self.handoff.holds(self.episode_id, self.token):
             await self._send(error_message("ABORTED", f"turn {event.turn} of {self.episode_id} was already ended"))
             return True
+        output.web = await self.service.recorder.new_exchanges(state)
         logic = dataclasses.replace(self.service.logic, tools=self.agent.tools)
         turn = logic.answered(state, event, output, int((time.time() - progress.started) * 1000))
         await self.service.finish(state, turn)

@@ -16,15 +16,16 @@ from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.errors import ISEError
 from services.common.llm.client import LLMClient
-from services.common.resources import load_text
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, run_turn
 from services.executor.episode import ExecEpisode
 from services.executor.errors import UnknownEpisodeError
 from services.executor.external_turns import Handoff
+from services.executor.runtime_prompt import AgentWorld
 from services.executor.settings import ExecutorSettings
 from services.executor.tools import Toolbox, ToolLimits, tool_schemas
 from services.executor.turns import TurnLogic
+from services.executor.web_recording import WebRecorder
 from services.executor.workspace.base import WorkspaceBackend
 from services.executor.workspace.inspect import InspectError, mark_episode_start
 
@@ -47,8 +48,11 @@ class ExecutorService:
         self.backend = backend
         self.settings = settings
         self.loop_config = loop_config
-        self.system_prompt = load_text("services.executor", "prompts/agent_system.md")
-        self.logic = TurnLogic(bus.stamp, self.system_prompt, tuple(tool_schemas()))
+        self.web = settings.web_access()
+        network = "off" if self.web is None else "egress" if settings.workspace_egress else "tools"
+        self.world = AgentWorld.load(tool_schemas(settings.tools), settings.skills_dir, network)
+        self.recorder = WebRecorder(self.web)
+        self.logic = TurnLogic(bus.stamp, self.world.tools, tuple(self.world.skill_entries()))
         external = settings.agent == "external"  # turns go to agents on gRPC Episodes (episodes_server)
         self.handoff = (
             Handoff(store, settings.external_lease_ttl_s, settings.external_grace_s, scope=bus.scope)
@@ -119,13 +123,11 @@ class ExecutorService:
         started = time.monotonic()
         try:
             await self.prepare_workspace(event, state)
-            toolbox = Toolbox(
-                self.backend, event.episode_id, ToolLimits(default_timeout_s=self.settings.command_timeout_s)
-            )
             output = await asyncio.wait_for(
-                run_turn(self.llm, toolbox, state.messages, event.content, self.loop_config),
+                run_turn(self.llm, self.toolbox(event.episode_id), state.messages, event.content, self.loop_config),
                 timeout=self.settings.turn_timeout_s,
             )
+            output.web = await self.recorder.new_exchanges(state)
         except (ISEError, TimeoutError) as exc:
             log.warning("turn %d of %s failed on infrastructure: %r", event.turn, event.episode_id, exc)
             return self.logic.failed(state, event, f"{type(exc).__name__}: {exc}")
@@ -134,11 +136,24 @@ class ExecutorService:
             return self.logic.failed(state, event, f"unexpected {type(exc).__name__}: {exc}")
         return self.logic.answered(state, event, output, int((time.monotonic() - started) * 1000))
 
+    def toolbox(self, episode_id: str, tools: str | None = None) -> Toolbox:
+        """The tools of one episode (``tools``: a toolset spec; default the configured one)."""
+        limits = ToolLimits(default_timeout_s=self.settings.command_timeout_s)
+        return Toolbox(self.backend, episode_id, limits, tools=tools or self.settings.tools, web=self.web)
+
     async def prepare_workspace(self, event: UserTurn, state: ExecEpisode) -> None:
-        """The episode's workspace exists (made or found by name) and its start is marked."""
+        """The episode's workspace exists (made or found by name), its skills are installed and its
+        runtime prompt is the conversation's system message, and its start is marked."""
         info = await asyncio.to_thread(self.backend.create, event.episode_id, event.run_id)
         state.workspace_image = info.image_digest or info.image
+        if not state.messages:
+            prompt = await asyncio.to_thread(self._set_up_world, event.episode_id)
+            self.logic.with_system_prompt(state, prompt)
         await self._mark_start(event.episode_id)
+
+    def _set_up_world(self, episode_id: str) -> str:
+        self.world.install(self.backend, episode_id)
+        return self.world.prompt(self.backend, episode_id)
 
     async def _mark_start(self, episode_id: str) -> None:
         """Mark the episode's start for ``Inspect`` (only the first call of an episode creates it)."""

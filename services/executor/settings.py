@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.settings import DEFAULT_WORKSPACES_PORT
+from services.executor.tools import resolve_toolset
+from services.executor.web_access import WebAccess
 from services.executor.workspace.base import WorkspaceLimits
+from services.executor.workspace.egress import WorkspaceEgress
 
 
 class ExecutorSettings(BaseSettings):
@@ -54,7 +57,37 @@ class ExecutorSettings(BaseSettings):
         "agent", description="The image's unprivileged user that every agent command and file operation runs as."
     )
     concurrency: int = Field(4, ge=1, description="Episodes (partitions) processed at once per replica.")
-    max_steps: int = Field(16, ge=1, description="LLM calls per user turn before a forced answer.")
+    max_steps: int = Field(
+        64, ge=1, description="LLM calls per user turn before a forced answer (a guard against loops only)."
+    )
+    tools: str = Field(
+        "reference",
+        description="The agent's tools: reference (the reference agent's exec, process, read, write, edit, "
+        "web_search, web_fetch, memory_search, memory_get), reference+extras (adds ls and search), or a comma "
+        "list of tool names.",
+    )
+    skills_dir: str = Field(
+        "", description="A folder of skills (<name>/SKILL.md) offered to the agent; empty: the starter set."
+    )
+    web_proxy: str = Field(
+        "",
+        description="host:port of the egress proxy the web tools go through (set by `ise run`'s stack); "
+        "empty: web tools answer that web access is off.",
+    )
+    web_secret: str = Field("", description="The egress proxy's credential secret (set with web_proxy).")
+    web_ca: str = Field("", description="The egress proxy's CA certificate (PEM) for HTTPS through it.")
+    web_network: str = Field(
+        "", description="The Docker network workspaces reach the egress proxy on (set by the stack; empty: none)."
+    )
+    web_search_provider: Literal["local", "brave"] = Field(
+        "local", description="local: the local web's index (no internet); brave: the Brave Search API."
+    )
+    web_search_key: str = Field("", description="API key of the search provider (brave).")
+    workspace_egress: bool = Field(
+        False,
+        description="Put workspaces behind the egress proxy (curl, git, pip reach allow-listed hosts, "
+        "recorded); off: workspaces have no network at all.",
+    )
     command_timeout_s: float = Field(60.0, gt=0, description="Default per-command timeout.")
     turn_timeout_s: float = Field(1800.0, gt=0, description="Wall time of one whole agent turn.")
     agent: Literal["builtin", "external"] = Field(
@@ -90,6 +123,41 @@ class ExecutorSettings(BaseSettings):
     grpc_max_command_bytes: int = Field(64 << 10, ge=1, description="Exec command length limit.")
     grpc_max_workspaces_per_caller: int = Field(8, ge=0, description="Live gRPC workspaces per caller.")
     grpc_stop_grace_s: float = Field(2.0, ge=0, description="On shutdown, running gRPC calls get this long.")
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, value: str) -> str:
+        resolve_toolset(value)  # raises with the list of known tools
+        return value
+
+    def web_access(self) -> WebAccess | None:
+        """How the web tools reach the web (None: web access is off)."""
+        if not self.web_proxy:
+            return None
+        host, _, port = self.web_proxy.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"ISE_EXEC_WEB_PROXY={self.web_proxy!r} is not host:port")
+        return WebAccess(
+            host,
+            int(port),
+            self.web_secret,
+            self.web_ca or None,
+            self.web_search_provider,
+            self.web_search_key,
+        )
+
+    def workspace_egress_config(self) -> WorkspaceEgress | None:
+        """Workspaces behind the proxy (ISE_EXEC_WORKSPACE_EGRESS), or None: no network at all."""
+        if not self.workspace_egress:
+            return None
+        web = self.web_access()
+        if web is None or not self.web_network or not self.web_ca:
+            raise ValueError(
+                "ISE_EXEC_WORKSPACE_EGRESS=true needs the stack's egress proxy on a Docker network "
+                "(ISE_EXEC_WEB_PROXY, ISE_EXEC_WEB_NETWORK, ISE_EXEC_WEB_CA; `ise stack up` sets them, and "
+                "says why when Docker cannot isolate the network)"
+            )
+        return WorkspaceEgress(self.web_network, web.proxy_host, web.proxy_port, web.secret, self.web_ca)
 
     def limits(self) -> WorkspaceLimits:
         return WorkspaceLimits(

@@ -1,8 +1,10 @@
-"""The agent's file tools beyond read/write: ``edit``, ``ls`` and ``search`` (schemas in ``tools.json``).
+"""The agent's file tools: ``read``, ``write``, ``edit`` (reference set) and ``ls``, ``search`` (extras).
 
-* ``edit`` replaces an exact piece of text in a UTF-8 file. ``old_string`` must occur exactly
-  ``expected_replacements`` times (default 1), otherwise nothing changes and the error says how
-  often it occurs; the result is a unified diff of the change.
+* ``read`` returns a window of lines (``offset`` 1-based, ``limit``); ``write`` creates or
+  overwrites a file and answers ``Successfully wrote N bytes to PATH`` as the reference does.
+* ``edit`` replaces an exact piece of text in a UTF-8 file. ``oldText`` must occur exactly once,
+  otherwise nothing changes and the error says how often it occurs; the answer is the
+  reference's ``Successfully replaced text in PATH.`` (the diff goes to the call's metadata).
 * ``ls`` lists a directory (or one file) with ``find``: type, size in bytes, path; sorted, capped.
 * ``search`` runs ``grep -rEn`` (``-F`` with ``literal``) over the workspace: ``path:line: text``
   lines, capped. No match is a normal result; a bad regular expression is a tool error.
@@ -21,9 +23,10 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.executor.errors import FileOpError, ToolArgumentError
+from services.executor.tool_common import Args
 from services.executor.workspace.base import ExecResult, WorkspaceBackend
 
 WORKSPACE_DIR = "/workspace"
@@ -39,23 +42,29 @@ _ISOLATED = (
 _KINDS = {"f": "file", "d": "dir", "l": "link"}
 
 
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EditArgs(_Args):
+class ReadArgs(Args):
     path: str = Field(min_length=1)
-    old_string: str = Field(min_length=1)
-    new_string: str
-    expected_replacements: int = Field(1, ge=1)
+    offset: int = Field(1, ge=1, description="1-based first line")
+    limit: int | None = Field(None, ge=1)
 
 
-class LsArgs(_Args):
+class WriteArgs(Args):
+    path: str = Field(min_length=1)
+    content: str
+
+
+class EditArgs(Args):
+    path: str = Field(min_length=1)
+    oldText: str = Field(min_length=1)
+    newText: str
+
+
+class LsArgs(Args):
     path: str = Field(".", min_length=1)
     depth: int = Field(1, ge=1, le=3)
 
 
-class SearchArgs(_Args):
+class SearchArgs(Args):
     pattern: str = Field(min_length=1)
     path: str = Field(".", min_length=1)
     glob: str | None = Field(None, min_length=1)
@@ -73,6 +82,7 @@ class FileToolResult:
     timed_out: bool = False
     wrote: str | None = None
     error: str | None = None
+    diff: str | None = None
 
 
 def resolve(path: str) -> str:
@@ -103,10 +113,27 @@ class FileTools:
         self.max_edit_bytes = max_edit_bytes
         self.max_chars = max_chars
 
+    # -- read / write -----------------------------------------------------------------------
+    def read(self, args: ReadArgs, max_bytes: int) -> FileToolResult:
+        data, cut = self.backend.read_file(self.episode_id, resolve(args.path), max_bytes=max_bytes)
+        lines = data.decode(errors="replace").splitlines(keepends=True)
+        first = args.offset - 1
+        if lines and first >= len(lines):
+            raise ToolArgumentError(f"offset {args.offset} is past the end of {args.path} ({len(lines)} lines)")
+        end = None if args.limit is None else first + args.limit
+        text, clipped = clip("".join(lines[first:end]), self.max_chars)
+        if cut:
+            text += f"\n[file larger than {max_bytes} bytes: read the rest with offset/limit or exec]"
+        return FileToolResult(text, cut or clipped)
+
+    def write(self, args: WriteArgs) -> FileToolResult:
+        written = self.backend.write_file(self.episode_id, resolve(args.path), args.content.encode())
+        return FileToolResult(f"Successfully wrote {written} bytes to {args.path}", wrote=args.path)
+
     # -- edit -------------------------------------------------------------------------------
     def edit(self, args: EditArgs) -> FileToolResult:
-        if args.old_string == args.new_string:
-            raise ToolArgumentError("old_string and new_string are identical; nothing to change")
+        if args.oldText == args.newText:
+            raise ToolArgumentError("oldText and newText are identical; nothing to change")
         target = resolve(args.path)
         data, cut = self.backend.read_file(self.episode_id, target, max_bytes=self.max_edit_bytes)
         if cut:
@@ -117,25 +144,21 @@ class FileTools:
             before = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise FileOpError(target, f"is not valid UTF-8 text (byte {exc.start}); edit only works on text") from exc
-        found = before.count(args.old_string)
-        wanted = args.expected_replacements
-        if found != wanted:
-            if found == 0:
-                hint = "it must match the current text exactly, whitespace and indentation included; read the file"
-            elif wanted == 1:
-                hint = "add surrounding lines to old_string so that it is unique, or set expected_replacements"
-            else:
-                hint = "set expected_replacements to the real count, or add context to old_string"
+        found = before.count(args.oldText)
+        if found != 1:
+            hint = (
+                "it must match the current text exactly, whitespace and indentation included; read the file"
+                if found == 0
+                else "add surrounding lines to oldText so that it is unique"
+            )
             raise ToolArgumentError(
-                f"old_string occurs {found} time{'s' * (found != 1)} in {args.path}, expected {wanted}; "
+                f"oldText occurs {found} time{'s' * (found != 1)} in {args.path}, expected exactly 1; "
                 f"nothing was changed; {hint}"
             )
-        after = before.replace(args.old_string, args.new_string)
+        after = before.replace(args.oldText, args.newText)
         self.backend.write_file(self.episode_id, target, after.encode("utf-8"))
-        shown = _shown(target)
-        diff, clipped = clip(unified_diff(before, after, shown), self.max_chars)
-        plural = "s" * (wanted != 1)
-        return FileToolResult(f"edited {args.path}: {wanted} replacement{plural}\n{diff}", clipped, wrote=args.path)
+        diff, _ = clip(unified_diff(before, after, _shown(target)), self.max_chars)
+        return FileToolResult(f"Successfully replaced text in {args.path}.", wrote=args.path, diff=diff)
 
     # -- ls ---------------------------------------------------------------------------------
     def ls(self, args: LsArgs) -> FileToolResult:

@@ -25,8 +25,8 @@ TurnAction = Literal["close", "unknown", "lost", "execute", "redeliver", "stale"
 @dataclass(frozen=True)
 class TurnLogic:
     stamp: Stamp
-    system_prompt: str
     tools: tuple[dict[str, Any], ...]
+    skills: tuple[dict[str, str], ...] = ()
 
     @staticmethod
     def classify(state: ExecEpisode | None, event: UserTurn, registered_run: str | None) -> TurnAction:
@@ -42,12 +42,15 @@ class TurnLogic:
             return "redeliver" if redelivered else "stale"
         return "execute" if event.turn == state.turn_done + 1 else "stale"
 
-    def begin(self, event: UserTurn) -> ExecEpisode:
-        return ExecEpisode(
-            episode_id=event.episode_id,
-            run_id=event.run_id,
-            messages=[ChatMessage(role="system", content=self.system_prompt)],
-        )
+    @staticmethod
+    def begin(event: UserTurn) -> ExecEpisode:
+        """A new episode's state; its system prompt is added once its workspace exists (runtime prompt)."""
+        return ExecEpisode(episode_id=event.episode_id, run_id=event.run_id)
+
+    @staticmethod
+    def with_system_prompt(state: ExecEpisode, prompt: str) -> None:
+        if not state.messages:
+            state.messages = [ChatMessage(role="system", content=prompt)]
 
     def answered(self, state: ExecEpisode, event: UserTurn, out: TurnOutput, duration_ms: int) -> AgentTurn:
         """The turn ran: extend the conversation, advance the state, and return the answer."""
@@ -58,8 +61,10 @@ class TurnLogic:
             messages=out.messages,
             tool_results=out.tool_results,
             digest=out.digest,
-            system_prompt=self.system_prompt,
+            system_prompt=system_prompt_of(state),
             tools=list(self.tools),
+            skills=list(self.skills),
+            web=out.web,
             usage=out.usage,
             model=out.model,
             workspace_image=state.workspace_image,
@@ -82,3 +87,8 @@ class TurnLogic:
         """Envelope and episode fields of the agent turn answering ``event`` (same id on replay)."""
         envelope = self.stamp.envelope("agent", event.run_id, event.episode_id, event.turn)
         return {**envelope, "episode_id": event.episode_id, "turn": event.turn}
+
+
+def system_prompt_of(state: ExecEpisode) -> str:
+    first = state.messages[0] if state.messages else None
+    return first.content or "" if first is not None and first.role == "system" else ""

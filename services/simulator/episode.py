@@ -31,6 +31,8 @@ class SimEpisode(StrictModel):
     messages: list[ChatMessage] = Field(default_factory=list)
     tool_results: list[ToolResultMeta] = Field(default_factory=list)
     tools: list[dict[str, object]] = Field(default_factory=list)
+    skills: list[dict[str, str]] = Field(default_factory=list)
+    web: list[dict[str, object]] = Field(default_factory=list)
     usage_agent: Usage = Field(default_factory=Usage)
     usage_user: Usage = Field(default_factory=Usage)
     models: dict[str, str] = Field(default_factory=dict)
@@ -50,6 +52,8 @@ class SimEpisode(StrictModel):
         self.messages.extend(turn.messages)
         self.tool_results.extend(turn.tool_results)
         self.tools = turn.tools or self.tools
+        self.skills = turn.skills or self.skills
+        self.web.extend(turn.web)
         self.usage_agent = self.usage_agent + turn.usage
         if turn.model:
             self.models["agent"] = turn.model

@@ -11,12 +11,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class SimulatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ISE_SIM_", extra="forbid")
 
-    max_turns: int = Field(12, ge=1, description="User turns before the episode ends as max_turns.")
+    max_turns: int = Field(20, ge=1, description="User turns before the episode ends as max_turns (reference: 20).")
     opening: Literal["intent", "model"] = Field(
         "intent",
         description="The first user message: the intent itself, verbatim, as the reference's episodes open "
         "(intent), or written by the user model (model; an opening that does not delegate the intent is "
         "regenerated like role drift).",
+    )
+    opening_max_chars: int = Field(
+        4000, ge=0, description="Cap on the opening user message only (0: none); later messages are never cut."
     )
     max_attempts: int = Field(3, ge=1, description="Attempts per intent when infrastructure fails.")
     parse_attempts: int = Field(3, ge=1, description="User-LLM calls per turn until a valid JSON decision.")

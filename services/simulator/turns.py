@@ -116,6 +116,8 @@ class TurnLogic:
 
     def send(self, state: SimEpisode, query: str) -> None:
         turn = len(state.exchanges)
+        if turn == 0:
+            query = cap_opening(query, self.settings.opening_max_chars)
         state.exchanges.append(Exchange(query=query))
         state.turn = turn
         state.verification_asked = state.verification_asked or asks_for_verification(query)
@@ -166,6 +168,8 @@ class TurnLogic:
             retrying=retrying,
             messages=state.messages,
             tools=state.tools,
+            skills=state.skills,
+            web=state.web,
             tool_results=state.tool_results,
             user_turns=sum(1 for m in state.messages if m.role == "user"),
             usage_agent=state.usage_agent,
@@ -189,3 +193,12 @@ def _ms_between(iso: str, now: datetime) -> int:
     if not iso:
         return 0
     return int((now - datetime.fromisoformat(iso)).total_seconds() * 1000)
+
+
+def cap_opening(query: str, limit: int) -> str:
+    """The opening user message within ``limit`` characters (cut at a word, marked); the reference
+    caps only the opening message, later user messages are kept whole."""
+    if limit <= 0 or len(query) <= limit:
+        return query
+    cut = query[:limit].rsplit(" ", 1)[0] if " " in query[:limit] else query[:limit]
+    return cut.rstrip() + " [...]"

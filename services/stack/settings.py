@@ -39,6 +39,14 @@ class StackSettings(BaseSettings):
     workspace_build_script: str = Field(
         "", validation_alias="ISE_WORKSPACE_BUILD_SCRIPT", description="Script that builds the workspace rootfs."
     )
+    web: bool = Field(
+        True, validation_alias="ISE_WEB", description="Start the local web and the egress proxy (agents' web tools)."
+    )
+    egress_allow: str = Field(
+        "",
+        validation_alias="ISE_EGRESS_ALLOW",
+        description="Hosts agents may reach besides the local web, comma-separated (*.example.org for subdomains).",
+    )
     docker_host: str = Field(
         DEFAULT_DOCKER_SOCKET, validation_alias=AliasChoices("DOCKER_HOST"), description="Docker's own variable."
     )

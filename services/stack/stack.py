@@ -1,4 +1,5 @@
-"""The embedded default stack: Kafka, Redis, the Docker daemon and the workspace image.
+"""The embedded default stack: Kafka, Redis, the Docker daemon, the workspace image, and the web
+for agents (the local web behind the egress proxy: ``web_servers.py``).
 
 ``up`` starts what is missing (idempotent) and remembers the servers in the stack dir, so a
 later ``up`` reuses them and ``down`` stops them. ``ISE_KAFKA_BOOTSTRAP`` / ``ISE_REDIS_URL``
@@ -19,9 +20,11 @@ from services.stack.kafka_broker import EmbeddedKafka, probe_kafka
 from services.stack.procs import ServerRecord, StackError, is_alive, port_open, stop
 from services.stack.redis_server import EmbeddedRedis
 from services.stack.settings import StackSettings
+from services.stack.web_servers import WebEndpoints, ensure_web
 from services.stack.workspace_image import DEFAULT_TAG, ensure_workspace_image
 
 log = logging.getLogger(__name__)
+SERVERS = ("kafka", "redis", "web", "egress")
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,25 @@ class Endpoints:
     kafka_bootstrap: str
     redis_url: str
     workspace_image: str
+    web: WebEndpoints | None = None
 
     def env(self) -> dict[str, str]:
         """Environment for services and jobs that should use this stack."""
         from services.executor.settings import ExecutorSettings  # lazy: the stack does not need the executor
 
+        executor = ExecutorSettings.model_construct(image=self.workspace_image)
+        if self.web is not None:
+            executor = ExecutorSettings.model_construct(
+                image=self.workspace_image,
+                web_proxy=self.web.proxy,
+                web_secret=self.web.secret,
+                web_ca=self.web.ca_path,
+                web_network=self.web.network,
+            )
         return {
             **settings_env(KafkaSettings.model_construct(bootstrap=self.kafka_bootstrap)),
             **settings_env(RedisSettings.model_construct(url=self.redis_url)),
-            **settings_env(ExecutorSettings.model_construct(image=self.workspace_image)),
+            **settings_env(executor),
         }
 
 
@@ -86,8 +99,10 @@ def up(
     redis_port: int = DEFAULT_REDIS_PORT,
     image_tag: str = DEFAULT_TAG,
     with_image: bool = True,
+    with_web: bool | None = None,
 ) -> Endpoints:
-    """Make sure every piece runs; return where they are."""
+    """Make sure every piece runs; return where they are (``with_web``: the local web and the
+    egress proxy too; default from ``ISE_WEB``)."""
     sdir = stack_dir or state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
     ensure_docker()
@@ -95,14 +110,16 @@ def up(
     bootstrap = _kafka(sdir, kafka_port)
     if with_image:
         image_tag = ensure_workspace_image(image_tag).tag
-    return Endpoints(bootstrap, redis_url, image_tag)
+    settings = StackSettings()
+    web = ensure_web(sdir, settings.egress_allow) if (settings.web if with_web is None else with_web) else None
+    return Endpoints(bootstrap, redis_url, image_tag, web)
 
 
 def down(*, stack_dir: Path | None = None) -> list[str]:
-    """Stop the Kafka and Redis this stack started (the Docker daemon is left running)."""
+    """Stop the servers this stack started (the Docker daemon is left running)."""
     sdir = stack_dir or state_dir()
     stopped = []
-    for name in ("kafka", "redis"):
+    for name in SERVERS:
         record = ServerRecord.load(sdir, name)
         if _alive(record):
             stop(record.pid)  # type: ignore[union-attr]
@@ -115,7 +132,7 @@ def status(*, stack_dir: Path | None = None) -> list[tuple[str, str, str]]:
     """(name, state, address) rows for ``ise stack status``."""
     sdir = stack_dir or state_dir()
     rows = []
-    for name in ("kafka", "redis"):
+    for name in SERVERS:
         record = ServerRecord.load(sdir, name)
         state = "running" if _alive(record) else ("stopped" if record else "not started")
         rows.append((name, state, record.address if record else "-"))

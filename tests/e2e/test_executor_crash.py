@@ -63,7 +63,9 @@ async def test_killed_executor_is_replaced_without_duplicated_turns(pipeline_env
     slow_calls = [c for m in messages for c in m.get("tool_calls") or [] if "sleep 8" in c["function"]["arguments"]]
     assert len(slow_calls) == 1, "the interrupted turn appears once"
     (slow_result,) = [m for m in messages if m["role"] == "tool" and m["tool_call_id"] == slow_calls[0]["id"]]
-    assert "checked inputs" in slow_result["content"] and "exit_code=0" in slow_result["content"]
+    assert slow_result["content"] == "checked inputs", "exit 0: the output only, as the reference's exec answers"
+    (slow_meta,) = [r for r in record["metadata"]["tool_results"] if r["tool_call_id"] == slow_calls[0]["id"]]
+    assert slow_meta["exit_code"] == 0
     ids = [c["id"] for m in messages for c in m.get("tool_calls") or []]
     assert len(ids) == len(set(ids))
     assert json.dumps(record).count("plan ") >= 2  # turn 2 read back what turn 0 wrote, across replicas

@@ -64,7 +64,8 @@ def _check_records(records: list[dict], *agents: str) -> None:
         outputs = _tool_outputs(record)
         plan = _plan(record)
         assert any(n == "exec" and f"{len(plan.encode())} notes/plan.md" in c for n, c in outputs)  # real wc -c
-        assert ("read", plan) in outputs  # turn 2 read what turn 0 wrote, in the same container
+        edited = plan.replace("- produce the report", "- produce the report (input check exits 3: fix first)")
+        assert ("read", edited) in outputs  # turn 2 read what turns 0 and 1 wrote, in the same container
         codes = [t["exit_code"] for t in meta["tool_results"] if t["name"] == "exec"]
         assert 3 in codes and 0 in codes  # a real non-zero exit code
         assert any("not valid JSON" in (t["error"] or "") for t in meta["tool_results"])  # a tool error, no crash

@@ -93,12 +93,14 @@ async def test_pipeline_end_to_end(
         # the user model was grounded in the executor's Inspect: the real file and its real size
         grounded = f"[workspace] files created or changed since the start: notes/plan.md ({len(plan.encode())} B)"
         assert any(grounded in v for v in views), views[:3]
-        # turn 2 read back, from the same container, what turn 0 wrote
-        assert ("read", plan) in outputs
+        # turn 1 edited the plan (the reference's edit: oldText/newText), turn 2 read the result back
+        edited = plan.replace("- produce the report", "- produce the report (input check exits 3: fix first)")
+        assert ("edit", "Successfully replaced text in notes/plan.md.") in outputs
+        assert ("read", edited) in outputs
         # a real non-zero exit code, recorded in the structured results
         codes = [t["exit_code"] for t in meta["tool_results"] if t["name"] == "exec"]
         assert 3 in codes and 0 in codes
-        assert any("exit_code=3" in c and "checking inputs" in c for _, c in outputs)
+        assert any(c.endswith("(Command exited with code 3)") and "checking inputs" in c for _, c in outputs)
         # the malformed call from the LLM became a tool error, not a crash
         errors = [t for t in meta["tool_results"] if not t["ok"] and t["error"]]
         assert any("not valid JSON" in t["error"] for t in errors)

@@ -33,7 +33,7 @@ TOOLS: list[dict[str, Any]] = [
                 "properties": {
                     "command": {"type": "string"},
                     "workdir": {"type": "string"},
-                    "timeout_s": {"type": "number"},
+                    "timeout": {"type": "number"},
                 },
                 "required": ["command"],
             },

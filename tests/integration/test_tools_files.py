@@ -1,5 +1,8 @@
 """The ``edit``, ``ls`` and ``search`` tools through the Toolbox, against real Docker workspaces.
 
+``ls`` and ``search`` are extras, offered only with ``tools="reference+extras"``; a tool error's
+content is the reference's ``{"status": "error", "tool", "error"}`` object.
+
 Each test module run creates workspaces under its own container-name prefix, for both the
 persistent shell and the one-``docker exec``-per-command mode, and removes them at the end.
 """
@@ -32,7 +35,7 @@ def toolbox(request: pytest.FixtureRequest) -> Iterator[Toolbox]:
     )
     backend.create("files", "run-files")
     try:
-        yield Toolbox(backend, "files")
+        yield Toolbox(backend, "files", tools="reference+extras")
     finally:
         for info in backend.list_workspaces():
             backend.close(info.episode_id)
@@ -41,6 +44,14 @@ def toolbox(request: pytest.FixtureRequest) -> Iterator[Toolbox]:
 
 def call(box: Toolbox, name: str, **arguments: Any) -> ToolOutcome:
     return box.run(f"call-{uuid.uuid4().hex[:6]}", name, json.dumps(arguments))
+
+
+def failed(out: ToolOutcome, tool: str) -> str:
+    """The error message of a failed call, checking the reference's error shape on the way."""
+    assert not out.meta.ok and out.wrote is None, out.content
+    body = json.loads(out.content)
+    assert body == {"status": "error", "tool": tool, "error": out.meta.error}, out.content
+    return body["error"]
 
 
 def sh(box: Toolbox, command: str) -> str:
@@ -59,13 +70,21 @@ def content(box: Toolbox, path: str) -> str:
 
 
 def test_schemas_cover_every_tool_and_forbid_extras() -> None:
-    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tool_schemas()}
-    assert set(schemas) == {"exec", "read", "write", "edit", "ls", "search"}
-    assert all(p["additionalProperties"] is False for p in schemas.values())
-    assert schemas["edit"]["required"] == ["path", "old_string", "new_string"]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tool_schemas("reference+extras")}
+    assert all(t in tool_schemas("reference+extras") for t in tool_schemas())
+    assert set(schemas) == {"exec", "process", "read", "write", "edit", "web_search", "web_fetch"} | {
+        "memory_search",
+        "memory_get",
+        "ls",
+        "search",
+    }
+    assert {t["function"]["name"] for t in tool_schemas()} == set(schemas) - {"ls", "search"}
+    assert all(schemas[name]["additionalProperties"] is False for name in ("ls", "search"))
+    assert schemas["edit"]["required"] == ["path", "oldText", "newText"]
     assert schemas["search"]["required"] == ["pattern"]
     assert "required" not in schemas["ls"]
     for name, model in (("edit", EditArgs), ("ls", LsArgs), ("search", SearchArgs)):
+        assert model.model_config.get("extra") == "forbid"  # unknown parameters are refused
         assert set(schemas[name]["properties"]) == set(model.model_fields)
         required = {field for field, info in model.model_fields.items() if info.is_required()}
         assert set(schemas[name].get("required", [])) == required
@@ -78,14 +97,16 @@ def test_edit_replaces_exactly_once_and_returns_a_diff(toolbox: Toolbox) -> None
         toolbox,
         "edit",
         path="pkg/io.py",
-        old_string="return open(path).read()",
-        new_string="with open(path) as f:\n        return f.read()",
+        oldText="return open(path).read()",
+        newText="with open(path) as f:\n        return f.read()",
     )
     assert out.meta.ok and out.meta.error is None and out.meta.name == "edit"
+    assert out.content == "Successfully replaced text in pkg/io.py."
     assert out.wrote == "pkg/io.py"
-    assert "--- a/pkg/io.py" in out.content and "+++ b/pkg/io.py" in out.content
-    assert "-    return open(path).read()" in out.content
-    assert "+    with open(path) as f:" in out.content and "+        return f.read()" in out.content
+    diff = out.meta.diff or ""
+    assert "--- a/pkg/io.py" in diff and "+++ b/pkg/io.py" in diff
+    assert "-    return open(path).read()" in diff
+    assert "+    with open(path) as f:" in diff and "+        return f.read()" in diff
     assert content(toolbox, "pkg/io.py") == SOURCE.replace(
         "return open(path).read()", "with open(path) as f:\n        return f.read()"
     )
@@ -94,45 +115,46 @@ def test_edit_replaces_exactly_once_and_returns_a_diff(toolbox: Toolbox) -> None
 
 def test_edit_diff_marks_a_last_line_without_newline(toolbox: Toolbox) -> None:
     put(toolbox, "nonl.txt", "one\ntwo")
-    out = call(toolbox, "edit", path="nonl.txt", old_string="two", new_string="three")
+    out = call(toolbox, "edit", path="nonl.txt", oldText="two", newText="three")
     assert out.meta.ok
-    assert "-two\n\\ No newline at end of file\n+three\n\\ No newline at end of file" in out.content
+    assert "-two\n\\ No newline at end of file\n+three\n\\ No newline at end of file" in (out.meta.diff or "")
     assert content(toolbox, "nonl.txt") == "one\nthree"
 
 
 def test_edit_refuses_zero_or_ambiguous_matches_and_leaves_the_file(toolbox: Toolbox) -> None:
     put(toolbox, "amb.py", SOURCE)
-    missing = call(toolbox, "edit", path="amb.py", old_string="def nope(", new_string="x")
-    assert not missing.meta.ok and "occurs 0 times" in (missing.meta.error or "")
-    assert missing.content.startswith("error: ") and missing.wrote is None
+    missing = call(toolbox, "edit", path="amb.py", oldText="def nope(", newText="x")
+    assert "occurs 0 times" in failed(missing, "edit") and missing.meta.diff is None
 
-    twice = call(toolbox, "edit", path="amb.py", old_string="open(path", new_string="open(p")
-    assert not twice.meta.ok and "occurs 2 times" in twice.content and "add surrounding lines" in twice.content
+    twice = call(toolbox, "edit", path="amb.py", oldText="open(path", newText="open(p")
+    error = failed(twice, "edit")
+    assert "occurs 2 times" in error and "expected exactly 1" in error and "add surrounding lines" in error
     assert content(toolbox, "amb.py") == SOURCE
 
-    both = call(
-        toolbox, "edit", path="amb.py", old_string="open(path", new_string="open(str(path)", expected_replacements=2
-    )
-    assert both.meta.ok and "2 replacements" in both.content and both.wrote == "amb.py"
-    assert content(toolbox, "amb.py") == SOURCE.replace("open(path", "open(str(path)")
+    # no way around "exactly once" any more: the old expected_replacements is an unknown parameter
+    many = call(toolbox, "edit", path="amb.py", oldText="open(path", newText="open(p", expected_replacements=2)
+    assert "expected_replacements" in failed(many, "edit")
+    assert content(toolbox, "amb.py") == SOURCE
 
-    wrong_count = call(toolbox, "edit", path="amb.py", old_string="def ", new_string="def  ", expected_replacements=3)
-    assert not wrong_count.meta.ok and "occurs 2 times" in wrong_count.content and "expected 3" in wrong_count.content
+    # with surrounding text the same place is unique, and only it changes
+    unique = call(toolbox, "edit", path="amb.py", oldText="open(path, 'w')", newText="open(str(path), 'w')")
+    assert unique.meta.ok and unique.wrote == "amb.py", unique.content
+    assert content(toolbox, "amb.py") == SOURCE.replace("open(path, 'w')", "open(str(path), 'w')")
 
 
 def test_edit_errors_for_missing_binary_and_bad_arguments(toolbox: Toolbox) -> None:
-    gone = call(toolbox, "edit", path="no/such.py", old_string="a", new_string="b")
-    assert not gone.meta.ok and "no such file" in gone.content
+    gone = call(toolbox, "edit", path="no/such.py", oldText="a", newText="b")
+    assert "no such file" in failed(gone, "edit")
     toolbox.backend.write_file(toolbox.episode_id, "blob.bin", b"\xff\xfe\x00abc")
-    binary = call(toolbox, "edit", path="blob.bin", old_string="abc", new_string="x")
-    assert not binary.meta.ok and "binary" in binary.content
+    binary = call(toolbox, "edit", path="blob.bin", oldText="abc", newText="x")
+    assert "binary" in failed(binary, "edit")
     toolbox.backend.write_file(toolbox.episode_id, "latin.txt", "caf\xe9 ok".encode("latin-1"))
-    latin = call(toolbox, "edit", path="latin.txt", old_string="ok", new_string="x")
-    assert not latin.meta.ok and "not valid UTF-8" in latin.content
-    empty = call(toolbox, "edit", path="amb.py", old_string="", new_string="x")
-    assert not empty.meta.ok and "old_string" in empty.content
-    same = call(toolbox, "edit", path="latin.txt", old_string="a", new_string="a")
-    assert not same.meta.ok and "identical" in same.content
+    latin = call(toolbox, "edit", path="latin.txt", oldText="ok", newText="x")
+    assert "not valid UTF-8" in failed(latin, "edit")
+    empty = call(toolbox, "edit", path="amb.py", oldText="", newText="x")
+    assert "oldText" in failed(empty, "edit")
+    same = call(toolbox, "edit", path="latin.txt", oldText="a", newText="a")
+    assert "identical" in failed(same, "edit")
 
 
 def test_ls_lists_types_and_sizes_sorted_with_depth(toolbox: Toolbox) -> None:
@@ -164,9 +186,9 @@ def test_ls_lists_types_and_sizes_sorted_with_depth(toolbox: Toolbox) -> None:
 
 def test_ls_errors(toolbox: Toolbox) -> None:
     missing = call(toolbox, "ls", path="nowhere")
-    assert not missing.meta.ok and "no such file or directory" in missing.content
+    assert "no such file or directory" in failed(missing, "ls")
     too_deep = call(toolbox, "ls", path=".", depth=4)
-    assert not too_deep.meta.ok and "depth" in too_deep.content
+    assert "depth" in failed(too_deep, "ls")
     sh(toolbox, "mkdir -p empty_dir")
     assert call(toolbox, "ls", path="empty_dir").content == "empty_dir: empty directory"
 
@@ -205,7 +227,7 @@ def test_search_no_match_bad_regex_and_caps(toolbox: Toolbox) -> None:
     none = call(toolbox, "search", pattern="zzz_not_there", path="s2")
     assert none.meta.ok and none.meta.error is None and none.content.startswith("no matches")
     bad = call(toolbox, "search", pattern="foo(", path="s2")
-    assert not bad.meta.ok and "invalid regular expression" in bad.content
+    assert "invalid regular expression" in failed(bad, "search")
     capped = call(toolbox, "search", pattern="alpha", path="s2", max_results=10)
     assert capped.meta.ok and capped.meta.truncated
     lines = capped.content.splitlines()
@@ -215,23 +237,31 @@ def test_search_no_match_bad_regex_and_caps(toolbox: Toolbox) -> None:
     assert long.content.startswith("s2/min.js:1: var a=1;") and long.content.endswith(" [...]")
     assert len(long.content) < 400
     missing = call(toolbox, "search", pattern="x", path="nowhere")
-    assert not missing.meta.ok and "no such file or directory" in missing.content
+    assert "no such file or directory" in failed(missing, "search")
     slash = call(toolbox, "search", pattern="x", glob="src/*.py")
-    assert not slash.meta.ok and "file names only" in slash.content
+    assert "file names only" in failed(slash, "search")
     dash = call(toolbox, "search", pattern="-rf", path="s2")
     assert dash.meta.ok and dash.content.startswith("no matches")
 
 
 def test_unknown_or_wrong_arguments_are_tool_errors(toolbox: Toolbox) -> None:
     for name, arguments in [
-        ("edit", {"path": "a", "old_string": "x", "new_string": "y", "force": True}),
+        ("edit", {"path": "a", "oldText": "x", "newText": "y", "force": True}),
+        ("edit", {"path": "a", "old_string": "x", "new_string": "y"}),  # the old names are unknown now
         ("ls", {"path": ".", "recursive": True}),
         ("search", {"pattern": "x", "regex": True}),
         ("search", {"pattern": "x", "max_results": 0}),
         ("search", {}),
     ]:
         out = call(toolbox, name, **arguments)
-        assert not out.meta.ok and out.content.startswith(f"error: invalid arguments for {name}"), out.content
+        assert failed(out, name).startswith(f"invalid arguments for {name}"), out.content
+
+
+def test_ls_and_search_are_extras(toolbox: Toolbox) -> None:
+    plain = Toolbox(toolbox.backend, toolbox.episode_id)  # the default: the reference toolset only
+    for name, arguments in (("ls", {}), ("search", {"pattern": "x"})):
+        error = failed(call(plain, name, **arguments), name)
+        assert error.startswith(f"unknown tool {name!r}") and "exec" in error, error
 
 
 def test_the_agents_shell_state_cannot_break_the_tools(toolbox: Toolbox) -> None:

@@ -10,7 +10,12 @@ from services.common.ids import Stamp
 from services.executor.agent_loop import TurnOutput
 from services.executor.turns import TurnLogic
 
-LOGIC = TurnLogic(Stamp("test"), "You are an agent.", ({"type": "function", "function": {"name": "exec"}},))
+SKILL = {
+    "name": "log-triage",
+    "description": "find errors in logs",
+    "filePath": "/workspace/skills/log-triage/SKILL.md",
+}
+LOGIC = TurnLogic(Stamp("test"), ({"type": "function", "function": {"name": "exec"}},), (SKILL,))
 
 
 def user(turn: int, kind: str = "message", run: str = "run-1") -> UserTurn:
@@ -35,11 +40,16 @@ def test_a_turn_without_state_runs_only_for_an_episode_the_simulator_opened(turn
 
 def test_turns_advance_one_by_one_and_redeliveries_get_the_same_answer() -> None:
     state = LOGIC.begin(user(0))
+    assert state.messages == [], "the runtime prompt comes once the workspace exists"
+    LOGIC.with_system_prompt(state, "You are an agent. Files: a.txt")
+    LOGIC.with_system_prompt(state, "a second prompt never replaces the first")
     first = LOGIC.answered(
         state, user(0), TurnOutput(reply="ok", messages=[ChatMessage(role="assistant", content="ok")]), 5
     )
     assert state.turn_done == 0 and state.last_turn == first
     assert [m.role for m in state.messages] == ["system", "user", "assistant"]
+    assert first.system_prompt == "You are an agent. Files: a.txt"
+    assert first.skills == [SKILL] and first.tools[0]["function"]["name"] == "exec"
     assert LOGIC.classify(state, user(0), "run-1") == "redeliver"
     assert LOGIC.classify(state, user(1), "run-1") == "execute"
     assert LOGIC.classify(state, user(3), "run-1") == "stale"

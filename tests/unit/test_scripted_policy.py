@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
 
 SCRIPTS = Path(policy.__file__).with_name("scripts")
 TOOLS = [
-    {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("exec", "read", "write")
+    {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+    for n in ("exec", "read", "write", "edit")
 ]
 TUPLE = {
     "persona": {

@@ -149,7 +149,13 @@ def _our_record() -> dict[str, Any]:
                 ],
             },
             {"role": "tool", "tool_call_id": "a", "name": "write", "content": "wrote", "success": True},
-            {"role": "tool", "tool_call_id": "b", "name": "exec", "content": "[exit_code=2]", "success": True},
+            {
+                "role": "tool",
+                "tool_call_id": "b",
+                "name": "exec",
+                "content": "ls: no such file\n\n(Command exited with code 2)",
+                "success": True,
+            },
             {
                 "role": "assistant",
                 "tool_calls": [{"id": "c", "type": "function", "function": {"name": "read", "arguments": "{}"}}],
@@ -181,7 +187,10 @@ def test_export_formats_carry_what_each_trainer_reads(tmp_path: Path, capsys) ->
     assert all(r in ("human", "observation") for r in roles[::2]) and all(
         r in ("gpt", "function_call") for r in roles[1::2]
     )
-    assert json.loads(share["conversations"][2]["value"]) == ["wrote", "[exit_code=2]"]  # one step, two results
+    assert json.loads(share["conversations"][2]["value"]) == [
+        "wrote",
+        "ls: no such file\n\n(Command exited with code 2)",
+    ]  # one step, two results
     assert share["system"] == "sys" and json.loads(share["tools"])[0]["name"] == "exec"
     run = tmp_path / "run"
     run.mkdir()

@@ -69,6 +69,12 @@ class AgentTurn(Envelope):
     digest: OutcomeDigest = Field(default_factory=OutcomeDigest)
     system_prompt: str = ""
     tools: list[dict[str, Any]] = Field(default_factory=list, description="Schemas the agent saw.")
+    skills: list[dict[str, str]] = Field(
+        default_factory=list, description="Skills the agent was offered: {name, description, filePath}."
+    )
+    web: list[dict[str, Any]] = Field(
+        default_factory=list, description="The egress proxy's recording of this turn's web exchanges."
+    )
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     workspace_image: str = ""
@@ -87,6 +93,12 @@ class TrajectoryFinished(Envelope):
     retrying: bool = Field(False, description="An infrastructure error for which a new attempt was scheduled.")
     messages: list[ChatMessage]
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    skills: list[dict[str, str]] = Field(
+        default_factory=list, description="Skills offered: {name, description, filePath}."
+    )
+    web: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every web exchange, as the egress proxy recorded it."
+    )
     tool_results: list[ToolResultMeta] = Field(default_factory=list)
     user_turns: int = 0
     usage_agent: Usage = Field(default_factory=Usage)

@@ -39,10 +39,16 @@ class ChatMessage(StrictModel):
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    reasoning_content: str | None = Field(None, description="assistant: the model's reasoning, when it returned one.")
 
     def to_openai(self) -> dict[str, object]:
-        """The dict an OpenAI-compatible API and SFT trainers expect (no null noise)."""
+        """The dict SFT trainers expect (no null noise; reasoning kept)."""
         return self.model_dump(exclude_none=True)
+
+    def to_request(self) -> dict[str, object]:
+        """The dict sent back to a chat API: without ``reasoning_content``, which some APIs refuse
+        in requests (and which only the turn that produced it should see)."""
+        return self.model_dump(exclude_none=True, exclude={"reasoning_content"})
 
 
 class ToolResultMeta(StrictModel):
@@ -56,6 +62,7 @@ class ToolResultMeta(StrictModel):
     truncated: bool = False
     timed_out: bool = False
     error: str | None = Field(None, description="Tool-level error (bad arguments, missing file...).")
+    diff: str | None = Field(None, description="edit: the unified diff of the change.")
 
 
 class OutcomeDigest(StrictModel):

@@ -93,6 +93,17 @@ class LLMClient:
         return _to_result(response)
 
 
+def reasoning_of(msg: Any) -> str | None:
+    """The model's reasoning when the endpoint returned it: ``reasoning_content`` (DeepSeek, vLLM,
+    llama.cpp, Qwen) or ``reasoning`` (OpenRouter, some vLLM versions); extra fields of the reply."""
+    extra = getattr(msg, "model_extra", None) or {}
+    for key in ("reasoning_content", "reasoning"):
+        value = getattr(msg, key, None) or extra.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 def _to_result(response: Any) -> ChatResult:
     choice = response.choices[0]
     msg = choice.message
@@ -108,7 +119,9 @@ def _to_result(response: Any) -> ChatResult:
         llm_calls=1,
     )
     return ChatResult(
-        message=ChatMessage(role="assistant", content=msg.content, tool_calls=calls or None),
+        message=ChatMessage(
+            role="assistant", content=msg.content, tool_calls=calls or None, reasoning_content=reasoning_of(msg)
+        ),
         finish_reason=choice.finish_reason or "",
         usage=usage,
         model=response.model or "",

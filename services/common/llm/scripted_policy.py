@@ -284,16 +284,29 @@ def pick_agent_step(agent: Mapping[str, Any], turn: int, step: int) -> Mapping[s
     return next((s for s in reversed(steps) if "content" in s and not s.get("tool_calls")), agent["fallback"])
 
 
+_SESSION = re.compile(r"\(session ([A-Za-z0-9_.-]+)[,)]")
+
+
+def last_session(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The id of the last background session a tool result announced (``''`` if none)."""
+    for message in reversed(messages):
+        if message.get("role") == "tool" and (found := _SESSION.findall(message_text(message))):
+            return str(found[-1])
+    return ""
+
+
 def agent_reply(
     scenario: Mapping[str, Any], messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """The agent's scripted step, with ``{ep}``/``{turn}``/``{step}`` filled and tool names checked."""
+    """The agent's scripted step, with ``{ep}``/``{turn}``/``{step}`` filled (and ``{session}``: the
+    last background session a tool result named) and tool names checked."""
     turn, step = agent_position(messages)
     first_user = next(m for m in messages if m.get("role") == "user")
     variables = {
         "ep": hashlib.sha256(message_text(first_user).encode("utf-8")).hexdigest()[:8],
         "turn": turn,
         "step": step,
+        "session": last_session(messages),
     }
     chosen = pick_agent_step(scenario["agent"], turn, step)
     offered = {t.get("function", {}).get("name") for t in tools if isinstance(t, Mapping)}
@@ -313,7 +326,10 @@ def agent_reply(
             arguments = json.dumps(fill_deep(call["arguments"], variables), ensure_ascii=False)
         calls.append({"name": call["name"], "arguments": arguments})
     content = chosen.get("content")
-    return {"content": fill(content, variables) if content is not None else None, "tool_calls": calls}
+    reply = {"content": fill(content, variables) if content is not None else None, "tool_calls": calls}
+    if chosen.get("reasoning"):  # a step's ``reasoning``: returned as the message's reasoning_content
+        reply["reasoning_content"] = fill(str(chosen["reasoning"]), variables)
+    return reply
 
 
 # ---------------------------------------------------------------- completion
@@ -349,6 +365,8 @@ def completion_object(model: str, request_key: str, reply: Mapping[str, Any], pr
     content = reply.get("content")
     calls = reply.get("tool_calls") or []
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if reply.get("reasoning_content"):  # as reasoning endpoints (DeepSeek, vLLM, llama.cpp) return it
+        message["reasoning_content"] = reply["reasoning_content"]
     if calls:
         message["tool_calls"] = [
             {

@@ -45,6 +45,7 @@ from services.executor.workspace import docker_files
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
 from services.executor.workspace.disk_quota import DiskQuota
 from services.executor.workspace.docker_files import KILL_AFTER_S, _infra, _RawRun, resolve_path
+from services.executor.workspace.egress import WorkspaceEgress
 from services.executor.workspace.exec_stream import drain_exec_stream
 from services.executor.workspace.labels import (  # re-exported: callers import the labels from here
     LABEL_EPISODE,
@@ -90,6 +91,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         host_grace_s: float = HOST_GRACE_S,
         shell: str = "persistent",
         agent_user: str = AGENT_USER,
+        egress: WorkspaceEgress | None = None,
     ) -> None:
         if not _NAME_RE.match(name_prefix):
             raise ToolArgumentError(f"invalid container name prefix {name_prefix!r}")
@@ -97,6 +99,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             raise ToolArgumentError(f"shell must be 'persistent' or 'exec', got {shell!r}")
         self.shell = shell
         self.agent_user = agent_user
+        self.egress = egress  # workspaces behind the egress proxy (else no network at all)
         self._shells = ShellPool()
         self.image = image
         self.limits = limits
@@ -209,7 +212,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             labels=labels,
             init=True,  # Docker's init reaps the orphans of killed commands
             working_dir=WORKSPACE_DIR,
-            network_mode=None if lim.network else "none",
+            **self._network_options(),
             mem_limit=f"{lim.memory_mb}m",
             memswap_limit=f"{lim.memory_mb}m",
             pids_limit=lim.pids,
@@ -224,6 +227,11 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             storage_opt=storage_opt,  # the total disk quota, where the storage driver enforces one
         )
         return dict(container.attrs)
+
+    def _network_options(self) -> dict[str, Any]:
+        if self.egress is not None:
+            return self.egress.container_options()
+        return {"network_mode": None if self.limits.network else "none"}
 
     def get(self, episode_id: str) -> WorkspaceInfo | None:
         attrs = self._inspect(episode_id)
@@ -358,7 +366,11 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         api = self.client.api
         for attempt in range(2):
             try:
-                return str(api.exec_create(name, argv, workdir="/", stdin=stdin, user=user or self.agent_user)["Id"])
+                env = self.egress.env_for(episode_id) if self.egress is not None else None
+                created = api.exec_create(
+                    name, argv, workdir="/", stdin=stdin, user=user or self.agent_user, environment=env
+                )
+                return str(created["Id"])
             except docker.errors.NotFound as exc:
                 raise WorkspaceNotFound(episode_id) from exc
             except docker.errors.APIError as exc:
