@@ -27,6 +27,7 @@ from services.stack.procs import free_port
 REPO = Path(__file__).resolve().parents[2]
 ADDON = Path(__file__).resolve().parent / "addon.py"
 DEFAULT_MITMDUMP = REPO / ".venv-egress" / "bin" / "mitmdump"
+RECORD_BODY_BYTES = 1 << 20  # bodies recorded whole up to this size (web_fetch's page limit is the same)
 
 
 def mitmdump_path() -> Path:
@@ -50,7 +51,7 @@ class EgressProxy:
         listen_port: int = 0,
         allow: Iterable[str] = (),
         routes: Mapping[str, tuple[str, int]] | None = None,
-        max_record_bytes: int = 1 << 20,
+        max_record_bytes: int = RECORD_BODY_BYTES,
         max_response_bytes: int = 16 << 20,
         start_timeout_s: float = 30.0,
     ) -> None:

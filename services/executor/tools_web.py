@@ -23,12 +23,16 @@ import httpx
 from pydantic import Field
 
 from services.common.contracts.messages import ToolResultMeta
+from services.egress.launcher import RECORD_BODY_BYTES
 from services.executor.errors import ToolArgumentError
 from services.executor.tool_common import Args, ToolLimits, ToolOutcome, elapsed_ms
 from services.executor.web_access import BLOCK_MARKER, Fetched, WebAccess, get
 from services.executor.web_search_providers import provider_for
 
-MAX_PAGE_BYTES = 2 * 1024 * 1024
+# Equal to the egress proxy's recording cap per body (EgressProxy.max_record_bytes): a page web_fetch
+# accepts is recorded whole, so it replays identically; a larger one is refused live and on replay.
+MAX_PAGE_BYTES = RECORD_BODY_BYTES
+_REPLAY_TRUNCATED = "ISE egress replay: the recorded response body was truncated"
 _TEXT_TYPES = ("text/plain", "application/json", "text/markdown", "text/csv", "application/xml", "text/xml")
 
 
@@ -145,12 +149,12 @@ class WebTools:
 def check_response(response: Fetched, url: str) -> None:
     """A refusal by the proxy, an HTTP error or a page over the size limit: a tool error."""
     body = response.content[:600].decode(errors="replace")
+    if response.cut or body.startswith(_REPLAY_TRUNCATED):  # live, or its recording on replay: too large
+        raise ToolArgumentError(f"{url} is larger than {MAX_PAGE_BYTES // 1024} KiB; too large to fetch")
     if response.status_code in (403, 502) and body.startswith(BLOCK_MARKER):
         raise ToolArgumentError(body.strip())
     if response.status_code >= 400:
         raise ToolArgumentError(f"HTTP {response.status_code} from {url}: {' '.join(body.split())[:300]}")
-    if response.cut:
-        raise ToolArgumentError(f"{url} is larger than {MAX_PAGE_BYTES // (1024 * 1024)} MB; too large to fetch")
 
 
 def _ok(call_id: str, name: str, content: str, started: float, truncated: bool = False) -> ToolOutcome:

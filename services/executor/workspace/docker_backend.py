@@ -45,7 +45,7 @@ from services.executor.workspace import docker_files
 from services.executor.workspace.base import ExecResult, WorkspaceBackend, WorkspaceInfo, WorkspaceLimits
 from services.executor.workspace.disk_quota import DiskQuota
 from services.executor.workspace.docker_files import KILL_AFTER_S, _infra, _RawRun, resolve_path
-from services.executor.workspace.egress import WorkspaceEgress
+from services.executor.workspace.egress import WorkspaceEgress, network_options
 from services.executor.workspace.exec_stream import drain_exec_stream
 from services.executor.workspace.labels import (  # re-exported: callers import the labels from here
     LABEL_EPISODE,
@@ -212,7 +212,7 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             labels=labels,
             init=True,  # Docker's init reaps the orphans of killed commands
             working_dir=WORKSPACE_DIR,
-            **self._network_options(),
+            **network_options(self.egress, self.limits.network),
             mem_limit=f"{lim.memory_mb}m",
             memswap_limit=f"{lim.memory_mb}m",
             pids_limit=lim.pids,
@@ -227,11 +227,6 @@ class DockerWorkspaceBackend(WorkspaceBackend):
             storage_opt=storage_opt,  # the total disk quota, where the storage driver enforces one
         )
         return dict(container.attrs)
-
-    def _network_options(self) -> dict[str, Any]:
-        if self.egress is not None:
-            return self.egress.container_options()
-        return {"network_mode": None if self.limits.network else "none"}
 
     def get(self, episode_id: str) -> WorkspaceInfo | None:
         attrs = self._inspect(episode_id)

@@ -33,3 +33,10 @@ class WorkspaceEgress:
 
     def env_for(self, episode_id: str) -> dict[str, str]:
         return workspace_env(proxy_url(self.proxy_host, self.proxy_port, self.secret, episode_id))
+
+
+def network_options(egress: WorkspaceEgress | None, networked: bool) -> dict[str, Any]:
+    """``containers.create`` network options: the egress network, Docker's default, or none."""
+    if egress is not None:
+        return egress.container_options()
+    return {"network_mode": None if networked else "none"}
