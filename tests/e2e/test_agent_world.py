@@ -71,6 +71,16 @@ async def test_agent_world_records_and_reexecutes(stack_endpoints, pipeline_env,
         )
         clone = next(c for c in _results(record, "exec") if "git clone" in c or "json" in c.lower())
         assert "Command exited" not in clone, f"git clone through the workspace's proxy failed: {clone}"
+        turn_of, turn = {}, 0
+        for m in record["messages"]:
+            turn += m["role"] == "user"
+            for c in m.get("tool_calls") or []:
+                turn_of.setdefault(
+                    c["function"]["name"] + ("-bg" if '"background"' in c["function"]["arguments"] else ""), turn
+                )
+                if '"poll"' in c["function"]["arguments"]:
+                    turn_of["poll"] = turn
+        assert turn_of["poll"] == turn_of["exec-bg"] + 1, "the background job is finished through process a turn later"
         poll = next(c for c in _results(record, "process") if "Process exited" in c)
         assert "all inputs ok" in poll and "code 0" in poll
 

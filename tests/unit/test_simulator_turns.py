@@ -173,3 +173,20 @@ def test_the_intent_itself_opens_the_episode_by_default() -> None:
 def test_an_opening_that_does_not_delegate_the_intent_is_a_role_failure(opening: str, problem: str | None) -> None:
     reason = opening_reason(opening, INTENT.text)
     assert (reason is None) if problem is None else (reason is not None and problem in reason)
+
+
+def test_only_the_opening_message_is_capped() -> None:
+    from services.simulator.turns import cap_opening
+
+    long = "word " * 1000
+    capped = cap_opening(long.strip(), 100)
+    assert len(capped) <= 106 and capped.endswith(" [...]") and not capped.startswith(" ")
+    assert cap_opening("short request", 100) == "short request"
+    assert cap_opening(long, 0) == long, "0 turns the cap off"
+    lg = logic(opening_max_chars=50)
+    state = lg.start(task(), T0)
+    lg.take_decision(state, says("y " * 300), "m", T0)
+    assert len(state.exchanges[0].query) <= 56, "the opening is capped"
+    lg.take_agent_turn(state, agent(0), "view", T0)
+    lg.take_decision(state, says("x" * 500), "m", T0)
+    assert state.exchanges[-1].query == "x" * 500, "later user messages are never cut"
