@@ -7,6 +7,7 @@ ise stack up|down|status
 ise stats PATH [PATH]   the paper's statistics of datasets (ours, the reference's, any OpenAI messages)
 ise export PATH --format reference|openai|sharegpt --out FILE   a dataset in a trainer's format
 ise reexecute PATH      re-run recorded episodes' tool calls offline (web from their recordings)
+ise replay --rebuild|--rescore|--regenerate RUN   a run's dataset, figures or Stages 2-3 again, from the log
 ise docs                write the AsyncAPI document of each service
 ise intents import|export   intents.jsonl in the reference layout, into or out of a run
 ise diversity POOL.jsonl    Vendi (q=1,2,inf; per cell), Distinct-N, Vendi-vs-size curve (PNG)
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.cli import diversity_cmd, export_cmd, intents_cmd, reexecute_cmd, stats_cmd
+from services.cli import diversity_cmd, export_cmd, intents_cmd, reexecute_cmd, replay_cmd, stats_cmd
 from services.cli.argtypes import positive_float, positive_int, run_id_arg
 from services.common.contracts.envelope import is_safe_id
 from services.common.errors import ConfigError, ISEError
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     stats_cmd.add_parser(sub)
     export_cmd.add_parser(sub)
     reexecute_cmd.add_parser(sub)
+    replay_cmd.add_parser(sub)
     return parser
 
 
@@ -171,6 +173,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return export_cmd.run(args)
     if args.command == "reexecute":
         return reexecute_cmd.run(args)
+    if args.command == "replay":
+        return replay_cmd.run(args)
     if args.command == "docs":
         from services.cli.docs_cmd import DOCS_DIR, write_docs
 

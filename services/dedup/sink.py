@@ -27,16 +27,35 @@ class SinkService:
 
     async def on_finished(self, event: TrajectoryFinished) -> None:
         progress = RunProgress(self.store, event.run_id)
-        if event.retrying:
+        choice = sink_choice(event)
+        if choice == "retrying":
             await progress.count_once("infra_retries", event.episode_id)
             return
-        if event.user_turns == 0:
+        if choice == "no_turns":
             await progress.count_once("not_written.no_turns", event.episode_id)
-        elif event.verdict is not Verdict.INFRASTRUCTURE_ERROR:
-            sidecars = {web_recording_path(event.episode_id): web_recording_bytes(event)} if event.web else None
-            record = training_record(event)
-            wrote = await asyncio.to_thread(self.writer.write, event.run_id, event.episode_id, record, sidecars)
-            if not wrote:
-                log.info("%s already in the dataset: skipped", event.episode_id)
+        elif choice == WRITE and not await asyncio.to_thread(write_finished, self.writer, event):
+            log.info("%s already in the dataset: skipped", event.episode_id)
         await progress.count_once(f"verdict.{event.verdict.value}", event.intent.intent_id)
         await progress.count_once("episodes_final", event.intent.intent_id)
+
+
+WRITE = "write"
+
+
+def sink_choice(event: TrajectoryFinished) -> str:
+    """What the sink does with a finished trajectory: ``write`` it, or why not (``retrying``: a new
+    attempt follows; ``no_turns``; ``infrastructure_error``: never training data). ``ise replay
+    --rebuild`` applies the same rules to the log."""
+    if event.retrying:
+        return "retrying"
+    if event.user_turns == 0:
+        return "no_turns"
+    if event.verdict is Verdict.INFRASTRUCTURE_ERROR:
+        return "infrastructure_error"
+    return WRITE
+
+
+def write_finished(writer: DatasetWriter, event: TrajectoryFinished) -> bool:
+    """Write the trajectory's record (and its web recording) exactly once; False if already there."""
+    sidecars = {web_recording_path(event.episode_id): web_recording_bytes(event)} if event.web else None
+    return writer.write(event.run_id, event.episode_id, training_record(event), sidecars)
