@@ -24,7 +24,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,28 @@ async def run_pipeline(
 ) -> RunResult:
     """Run one generation end to end with the services in ``env`` (Kafka, Redis, LLM settings),
     ``executors`` executor replicas; ``on_listening`` gets their gRPC addresses once they start."""
+
+    async def intent_job(pipeline: LocalPipeline, store: StateStore) -> dict[str, Any]:
+        pipeline.start_one("intent", "intent-job", {"ISE_RUN_ID": run_id, **settings_env(intents)})
+        snap = await wait_for_run(store, run_id, pipeline, timeout_s)
+        diversity = await wait_for_diversity(store, run_id, int(snap.get("accepted", 0)))
+        return {"progress": snap, "intent_diversity": diversity}
+
+    return await run_services(run_id, env, out_dir, intent_job, executors, on_listening)
+
+
+async def run_services(
+    run_id: str,
+    env: dict[str, str],
+    out_dir: Path,
+    work: Callable[[LocalPipeline, StateStore], Awaitable[dict[str, Any]]],
+    executors: int = 1,
+    on_listening: Callable[[list[str]], None] | None = None,
+) -> RunResult:
+    """Start dedup, simulator and ``executors`` executors scoped to ``run_id``, run ``work`` (start
+    the run's work and wait for it: the intent job for ``ise run``, published tasks for ``ise replay
+    --regenerate``; it returns the run's extra stats, ``progress`` included), stop everything,
+    remove the run's workspaces and write ``stats.json``."""
     started = time.monotonic()
     run_dir = out_dir / run_id
     log_dir = run_dir / "logs"
@@ -167,21 +189,15 @@ async def run_pipeline(
     if on_listening is not None:
         on_listening(addresses)
     try:
-        pipeline.start_one(
-            "intent",
-            "intent-job",
-            {"ISE_RUN_ID": run_id, **settings_env(intents)},
-        )
-        snap = await wait_for_run(store, run_id, pipeline, timeout_s)
-        diversity = await wait_for_diversity(store, run_id, int(snap.get("accepted", 0)))
+        extra = await work(pipeline, store)
     finally:
         pipeline.stop()
         await store.close()
         await asyncio.to_thread(remove_run_workspaces, env, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stats = write_stats(run_dir, {"run_id": run_id, "progress": snap, "intent_diversity": diversity})
+    stats = write_stats(run_dir, {"run_id": run_id, **extra})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
-    return RunResult(run_id, run_dir, snap, stats, time.monotonic() - started, logs)
+    return RunResult(run_id, run_dir, extra.get("progress", {}), stats, time.monotonic() - started, logs)
 
 
 def external_agent_hint(env: dict[str, str], addresses: list[str]) -> str:

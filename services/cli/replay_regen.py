@@ -19,31 +19,21 @@ episode, so nothing is written twice.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from services.cli.pipeline import (
-    LocalPipeline,
-    RunResult,
-    remove_run_workspaces,
-    scoped_to,
-    wait_for_run,
-    with_workspaces_grounding,
-)
+from services.cli.pipeline import LocalPipeline, RunResult, run_services, wait_for_run
 from services.cli.replay_log import final_verdicts, first_tasks, require_run, scan
 from services.common.bus import EventBus, ensure_topics
 from services.common.contracts.events import TaskReady, TrajectoryFinished
 from services.common.errors import ConfigError
 from services.common.ids import Stamp, digest
-from services.common.settings import KafkaSettings, RedisSettings
+from services.common.settings import KafkaSettings, RedisSettings, settings_env
 from services.common.state import RunProgress, StateStore
-from services.dedup.stats import write_stats
 from services.dedup.writer import DatasetWriter, episode_ids_in
 
 SOURCE_CHARS = 100
@@ -179,23 +169,13 @@ async def run_regeneration(
     timeout_s: float,
 ) -> RunResult:
     """Start dedup, simulator and executor scoped to the new run with ``env`` (LLM and stack
-    settings), publish the tasks, wait until each has its final verdict, stop, write stats."""
-    started = time.monotonic()
-    out = plan.run_dir.parent
-    log_dir = plan.run_dir / "logs"
-    env = scoped_to(with_workspaces_grounding({**env, "ISE_DEDUP_DATASET_DIR": str(out)}), plan.new_run)
-    pipeline = LocalPipeline(env, log_dir)
-    store = StateStore(redis)
-    pipeline.start()
-    try:
+    settings; Redis as ``redis`` says), publish the tasks, wait until each has its final verdict,
+    stop, write stats (``pipeline.run_services``, the path ``ise run`` takes too)."""
+
+    async def publish_and_wait(pipeline: LocalPipeline, store: StateStore) -> dict[str, object]:
         await publish_tasks(kafka, store, plan)
         snap = await wait_for_run(store, plan.new_run, pipeline, timeout_s)
-    finally:
-        pipeline.stop()
-        await store.close()
-        await asyncio.to_thread(remove_run_workspaces, env, plan.new_run)
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    extra = {"run_id": plan.new_run, "progress": snap, "regenerated_from": plan.source}
-    stats = write_stats(plan.run_dir, extra)
-    logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
-    return RunResult(plan.new_run, plan.run_dir, snap, stats, time.monotonic() - started, logs)
+        return {"progress": snap, "regenerated_from": plan.source}
+
+    env = {**env, **settings_env(redis)}
+    return await run_services(plan.new_run, env, plan.run_dir.parent, publish_and_wait)
