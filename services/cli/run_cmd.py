@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+from pathlib import Path
 
 from services.cli.llm_setup import llm_plan
 from services.cli.pipeline import RunResult, run_pipeline
@@ -40,7 +41,7 @@ def run_command(args: argparse.Namespace) -> int:
         except asyncio.CancelledError:
             log.warning("run %s stopped by SIGTERM; every service it started was stopped", run_id)
             return 143
-    print(summary(result, plan.mode, plan.quality))
+    print(summary(result, plan.mode, plan.quality, env))
     return 0
 
 
@@ -90,7 +91,24 @@ def _per_episode(stats: dict, everything: dict) -> str:
     )
 
 
-def summary(result: RunResult, mode: str, quality: str) -> str:
+def _world_line(run_dir: Path, env: dict[str, str]) -> str:
+    """What the agent was offered (the executor's settings in the run's ``env``, else their
+    defaults) and how much of the web it used (the recordings beside the shards)."""
+    from services.executor.settings import ExecutorSettings
+
+    fields = ExecutorSettings.model_fields
+
+    def setting(name: str) -> str:
+        return env.get(f"ISE_EXEC_{name.upper()}", str(fields[name].default))
+
+    exchanges = sum(len(p.read_bytes().splitlines()) for p in sorted((run_dir / "web").glob("*.jsonl")))
+    web = f"web through the egress proxy: {exchanges} exchanges recorded" if setting("web_proxy") else "no web"
+    behind = setting("workspace_egress").lower() in ("1", "true", "yes")
+    where = "workspaces behind the proxy" if behind else "workspaces offline"
+    return f"tools {setting('tools')}, skills {setting('skills_dir') or 'starter set'}; {web} ({where})"
+
+
+def summary(result: RunResult, mode: str, quality: str, env: dict[str, str]) -> str:
     p = result.progress
     stats = json.loads(result.stats_path.read_text())
     everything = stats.get("all") or stats
@@ -118,6 +136,7 @@ def summary(result: RunResult, mode: str, quality: str) -> str:
             f"in {len(shards)} shard(s) under {result.run_dir}"
         ),
         f"  per episode  {_per_episode(stats, everything)}",
+        f"  agent world  {_world_line(result.run_dir, env)}",
         f"  statistics   {result.stats_path}",
         f"  logs         {result.run_dir / 'logs'}",
     ]
