@@ -51,7 +51,7 @@ class _ExecLike(Protocol):
 
 class ProcessArgs(Args):
     action: str
-    sessionId: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    sessionId: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: str | None = None
     keys: list[str] | None = None
     hex: list[str] | None = None

@@ -114,3 +114,14 @@ def test_the_models_validate_the_reference_parameter_names() -> None:
     WebFetchArgs.model_validate({"url": "https://example.com", "extractMode": "text", "maxChars": 500})
     MemorySearchArgs.model_validate({"query": "q", "maxResults": 3, "minScore": 0.5})
     assert MemoryGetArgs.model_validate({"path": "MEMORY.md", "from": 3, "lines": 2}).from_ == 3
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "-rf", "a/b", "a b", "$(id)", ""])
+def test_a_session_id_can_only_name_a_session_folder(bad: str) -> None:
+    from pydantic import ValidationError
+
+    from services.executor.tools_process import ProcessArgs
+
+    with pytest.raises(ValidationError):
+        ProcessArgs(action="poll", sessionId=bad)
+    assert ProcessArgs(action="poll", sessionId="quiet-harbor2").sessionId == "quiet-harbor2"
