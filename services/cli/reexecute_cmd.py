@@ -35,23 +35,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _records(path: Path) -> list[tuple[Path, dict[str, Any]]]:
-    from services.dedup.record_reader import dataset_files
+    """Every trajectory record of ``path`` with the file it is in (its web recording lies beside it)."""
+    from services.dedup.record_reader import dataset_files, read_records
 
     if not path.exists():
         raise ConfigError(f"{path} does not exist: give a run folder (out/<run_id>) or a .jsonl file")
-    out = []
-    for file in dataset_files(path):
-        for number, line in enumerate(file.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{file}:{number} is not JSON ({exc.msg}); is this a dataset file?") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("messages"), list):
-                raise ConfigError(f"{file}:{number} is not a trajectory record (no messages list)")
-            out.append((file, record))
-    return out
+
+    def trajectory(value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict) or not isinstance(value.get("messages"), list):
+            raise ValueError("not a trajectory record (no messages list)")
+        return value
+
+    def warn(message: str) -> None:
+        print(f"ise: warning: {message}", file=sys.stderr)
+
+    return [(file, record) for file in dataset_files(path) for record in read_records([file], warn, trajectory)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ the tool schemas and the skills (``{name, description, filePath}``) next to it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,9 +99,3 @@ def _first_sentence(text: str) -> str:
     """Up to the first full stop that ends a sentence (one followed by a capital letter)."""
     found = _SENTENCE_END.search(text)
     return text[: found.start() + 1] if found else text
-
-
-def world_summary(world: AgentWorld) -> str:
-    """One log line: what the agent is offered."""
-    names = [t["function"]["name"] for t in world.tools]
-    return json.dumps({"tools": names, "skills": len(world.skills), "network": world.network})
