@@ -90,6 +90,7 @@ class LocalPipeline:
             log_path=self.log_dir / f"{label}.log",
             env={**self.env, **(extra_env or {})},
             preexec_fn=die_with_parent,
+            run_child=True,
         )
         self.procs[label] = proc
         self.extra_env[label] = dict(extra_env or {})

@@ -1,9 +1,10 @@
 """Background server processes for the embedded stack: spawn, wait until ready, stop.
 
-Servers (Kafka, Redis, dockerd, the local LLM) run detached in their own session with their
-output in a log file, so that ``ise stack up`` can return and ``ise stack down`` can find them
-again from a small JSON state file.  Readiness waits fail loudly with the last error seen and
-the tail of the server's log.
+Servers (Kafka, Redis, dockerd, the local LLM, the local web, the egress proxy) run detached in
+their own session, with their output in a log file and none of the starting run's settings, so
+that ``ise stack up`` can return, ``ise stack down`` can find them again from a small JSON state
+file, and a run that started one can end without taking it along.  Readiness waits fail loudly
+with the last error seen and the tail of the server's log.
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def is_alive(pid: int) -> bool:
     return True
 
 
+#: ``ISE_*`` settings a shared server still reads; every other ``ISE_*`` variable belongs to a run.
+STACK_SETTING_PREFIXES = ("ISE_WEB_", "ISE_EGRESS_", "ISE_STACK_")
+
+
+def server_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a shared server: the caller's, minus the settings of the run that started it.
+
+    A server that ``ise run`` starts (Kafka, Redis, dockerd, the local web, the egress proxy)
+    outlives that run and serves the next ones, so it must not carry the run's identity (its
+    ``ISE_REDIS_KEY_PREFIX``, models, keys) the way the run's own services do.
+    """
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("ISE_") or k.startswith(STACK_SETTING_PREFIXES)}
+    return {**kept, **(extra or {})}
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -85,10 +101,13 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    run_child: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached (own session), stdout+stderr appended to ``log_path``.
 
-    ``preexec_fn`` runs in the child before exec (e.g. to tie its life to the parent's).
+    By default ``argv`` is a shared server and gets ``server_environ(env)``; a ``run_child`` (one
+    of a run's services) inherits the whole environment plus ``env``.  ``preexec_fn`` runs in the
+    child before exec (e.g. to tie its life to the parent's).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
@@ -98,7 +117,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})} if run_child else server_environ(env),
             cwd=cwd,
             start_new_session=True,
             preexec_fn=preexec_fn,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from services.common.locks import file_lock
 from services.common.settings import DEFAULT_KAFKA_PORT, DEFAULT_REDIS_PORT, KafkaSettings, RedisSettings, settings_env
 from services.stack.docker_daemon import answers as docker_answers
 from services.stack.docker_daemon import ensure_docker, state_dir
@@ -25,6 +26,8 @@ from services.stack.workspace_image import DEFAULT_TAG, ensure_workspace_image
 
 log = logging.getLogger(__name__)
 SERVERS = ("kafka", "redis", "web", "egress")
+UP_LOCK_TIMEOUT_S = 1800.0
+"""A first ``up`` fetches jars, builds the workspace image and the web's index: minutes."""
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,16 @@ def up(
     egress proxy too; default from ``ISE_WEB``)."""
     sdir = stack_dir or state_dir()
     sdir.mkdir(parents=True, exist_ok=True)
-    ensure_docker()
-    redis_url = _redis(sdir, redis_port)
-    bootstrap = _kafka(sdir, kafka_port)
-    if with_image:
-        image_tag = ensure_workspace_image(image_tag).tag
-    settings = StackSettings()
-    web = ensure_web(sdir, settings.egress_allow) if (settings.web if with_web is None else with_web) else None
+    # Two callers at once (two `ise run`s, a test session and a script) would each start a server
+    # the other's record then hides; the second waits and finds the first one's servers.
+    with file_lock(sdir / "up.lock", timeout_s=UP_LOCK_TIMEOUT_S):
+        ensure_docker()
+        redis_url = _redis(sdir, redis_port)
+        bootstrap = _kafka(sdir, kafka_port)
+        if with_image:
+            image_tag = ensure_workspace_image(image_tag).tag
+        settings = StackSettings()
+        web = ensure_web(sdir, settings.egress_allow) if (settings.web if with_web is None else with_web) else None
     return Endpoints(bootstrap, redis_url, image_tag, web)
 
 
