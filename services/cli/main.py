@@ -114,10 +114,12 @@ def _parser() -> argparse.ArgumentParser:
 def _service(name: str) -> int:
     import importlib
 
+    from services.common.metrics import serve_metrics
     from services.common.runner import SERVICES as MODULES
     from services.common.runner import run
 
     setup_logging(name)
+    serve_metrics(name)
     run(importlib.import_module(MODULES[name]).create_app())
     return 0
 
@@ -126,9 +128,11 @@ def _job(name: str, run_id: str | None) -> int:
     import asyncio
     import importlib
 
+    from services.common.metrics import serve_metrics
     from services.common.runner import JOBS as MODULES
 
     setup_logging(name)
+    serve_metrics(name)
     run_id = run_id or os.environ.get("ISE_RUN_ID")
     if not run_id:
         raise ConfigError(f"the {name} job needs a run id: --run-id RUN or ISE_RUN_ID")

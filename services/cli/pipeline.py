@@ -96,7 +96,7 @@ async def wait_for_run(
 ) -> dict[str, int | str]:
     progress = RunProgress(store, run_id)
     deadline = time.monotonic() + timeout_s
-    bar = tqdm(desc="episodes", unit="episode", disable=None)
+    bar = tqdm(desc="finished", unit="episode", disable=None)
     snap: dict[str, int | str] = {}
     try:
         while True:
@@ -111,9 +111,7 @@ async def wait_for_run(
                     raise StackError(f"run {run_id}: Redis unreachable at the deadline ({exc})") from exc
                 await asyncio.sleep(max(poll_s, 1.0))
                 continue
-            bar.total = int(snap.get("accepted", 0)) or None
-            bar.n = int(snap.get("episodes_final", 0))
-            bar.refresh()
+            show_stages(bar, snap)
             if run_finished(snap):
                 return snap
             pipeline.check_alive()
@@ -124,6 +122,21 @@ async def wait_for_run(
             await asyncio.sleep(poll_s)
     finally:
         bar.close()
+
+
+def show_stages(bar: tqdm, snap: dict[str, int | str]) -> None:
+    """The run's stages on one line: finished of accepted (with rate and ETA), then proposed,
+    accepted and in flight (attempts started, minus those retried or ended) from the progress counters."""
+
+    def get(key: str) -> int:
+        return int(snap.get(key, 0))
+
+    in_flight = max(0, get("episodes_started") - get("infra_retries") - get("episodes_final"))
+    bar.total = get("accepted") or None
+    bar.set_postfix_str(
+        f"proposed {get('proposed')} → accepted {get('accepted')} → in flight {in_flight}", refresh=False
+    )
+    bar.update(get("episodes_final") - bar.n)
 
 
 async def wait_for_diversity(store: StateStore, run_id: str, accepted: int, timeout_s: float = 15.0) -> dict:

@@ -9,12 +9,16 @@ supervisor owns them:
 * **restarted**: a service that exits while the run goes on is restarted (at most
   ``max_restarts`` times per service, with its log kept), and the run continues: the services
   are idempotent consumers, so a restarted one picks up from its group's committed offsets;
-* a finished job (``*-job``) that exits 0 is done, not crashed.
+* a finished job (``*-job``) that exits 0 is done, not crashed;
+* **observable**: each child serves Prometheus metrics on a free port of its own (kept across
+  restarts), listed in ``<log dir>/metrics-targets.json`` in Prometheus' ``file_sd`` format
+  (``ISE_METRICS_PORT=0`` in the environment turns the endpoints off).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -28,6 +32,7 @@ from services.stack.procs import StackError, free_port, log_tail, spawn, stop
 log = logging.getLogger(__name__)
 
 LONG_RUNNING = ("dedup", "simulator", "executor")
+METRICS_TARGETS = "metrics-targets.json"
 PR_SET_PDEATHSIG = 1
 
 
@@ -61,6 +66,8 @@ class LocalPipeline:
         self.extra_env: dict[str, dict[str, str]] = {}
         self.restarts: dict[str, int] = {}
         self.executor_ports: list[str] = []
+        self.metrics_ports: dict[str, int] = {}
+        """label -> the port of its Prometheus endpoint."""
 
     def start(self) -> None:
         for name in LONG_RUNNING:
@@ -88,13 +95,27 @@ class LocalPipeline:
         proc = spawn(
             argv,
             log_path=self.log_dir / f"{label}.log",
-            env={**self.env, **(extra_env or {})},
+            env={**self.env, **(extra_env or {}), **self._metrics_port(label)},
             preexec_fn=die_with_parent,
             run_child=True,
         )
         self.procs[label] = proc
         self.extra_env[label] = dict(extra_env or {})
         return proc
+
+    def _metrics_port(self, label: str) -> dict[str, str]:
+        """The child's ``ISE_METRICS_PORT`` (the same one after a restart), listed in the targets file."""
+        if self.env.get("ISE_METRICS_PORT") == "0":
+            return {}
+        if label not in self.metrics_ports:
+            self.metrics_ports[label] = free_port()
+            targets = [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"service": name.rsplit("-", 1)[0], "replica": name}}
+                for name, port in sorted(self.metrics_ports.items())
+            ]
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / METRICS_TARGETS).write_text(json.dumps(targets, indent=1) + "\n")
+        return {"ISE_METRICS_PORT": str(self.metrics_ports[label])}
 
     def kill(self, label: str) -> None:
         """SIGKILL one process (a crash, not a clean stop) and forget it (it is not restarted)."""

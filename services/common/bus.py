@@ -19,6 +19,9 @@ Run scope: with ``ISE_KAFKA_RUN_SCOPE`` set (``ise run`` does), the process cons
 events of that run, in consumer groups of its own, so two runs on one stack never see each
 other's records; events carry their run id in the ``ise-run-id`` header, so a foreign event is
 skipped without parsing it.
+
+Every event consumed, produced and dead-lettered, and each handler's time, is counted in the
+process's Prometheus metrics (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from services.common.contracts.envelope import Envelope, is_safe_id, read_compat
 from services.common.contracts.events import DeadLetter
 from services.common.errors import PermanentError, TransientError
 from services.common.ids import Stamp, event_id
+from services.common.metrics import DEAD_LETTERS, EVENTS_CONSUMED, EVENTS_PRODUCED, HANDLER_SECONDS
 from services.common.retry import RetryPolicy, is_outage
 from services.common.settings import KafkaSettings
 
@@ -113,6 +117,7 @@ class EventBus:
         """Publish an already-serialised event (e.g. one kept in an outbox) of run ``run_id``."""
         headers = {"content-type": "application/json", RUN_HEADER: run_id}
         await self.broker.publish(payload.encode(), topic, key=key.encode(), headers=headers)
+        EVENTS_PRODUCED.labels(topic).inc()
 
     def declare(self, topic: str, model: type[Envelope]) -> None:
         """Record that this service publishes ``model`` on ``topic`` (for the AsyncAPI document)."""
@@ -158,22 +163,29 @@ class EventBus:
 
     async def _dispatch(self, message: KafkaMessage, model: type[E], handler: Handler[E], policy: RetryPolicy) -> None:
         record = message.raw_message
+        topic = getattr(record, "topic", "?")
         header_run = _run_header(record)
         if self.scope and header_run is not None and header_run != self.scope:
+            EVENTS_CONSUMED.labels(topic, "other_run").inc()
             return  # another run's event: not ours to handle (its own services handle it)
         try:
             event, ignored = read_compatible(model, message.body)
         except ValidationError as exc:
             await self.dead_letter(record, "ContractError", f"not a valid {model.__name__}: {exc}")
+            EVENTS_CONSUMED.labels(topic, "dead_letter").inc()
             return
         if self.scope and event.run_id != self.scope:
+            EVENTS_CONSUMED.labels(topic, "other_run").inc()
             return
         if ignored:
             log.info("%s from %s: ignored fields of a newer contract: %s", model.__name__, event.producer, ignored)
-        await self._handle(record, event, handler, policy)
+        with HANDLER_SECONDS.labels(topic).time():
+            handled = await self._handle(record, event, handler, policy)
+        EVENTS_CONSUMED.labels(topic, "handled" if handled else "dead_letter").inc()
 
-    async def _handle(self, record: object, event: E, handler: Handler[E], policy: RetryPolicy) -> None:
-        """Run the handler until it succeeds or the message is settled (see the module docstring)."""
+    async def _handle(self, record: object, event: E, handler: Handler[E], policy: RetryPolicy) -> bool:
+        """Run the handler until it succeeds (True) or the message is dead-lettered (False); raise
+        when it could do neither (see the module docstring)."""
         topic = getattr(record, "topic", "?")
         transient_tries = 0
         outage_tries = 0
@@ -181,22 +193,22 @@ class EventBus:
         while True:
             try:
                 await handler(event)
-                return
+                return True
             except PermanentError as exc:
                 await self.dead_letter(record, type(exc).__name__, str(exc))
-                return
+                return False
             except TransientError as exc:
                 transient_tries += 1
                 if transient_tries >= policy.attempts:
                     await self.dead_letter(record, type(exc).__name__, f"gave up after {policy.attempts} tries: {exc}")
-                    return
+                    return False
                 log.warning("transient error on %s (try %d): %s", topic, transient_tries, exc)
                 await policy.sleep(transient_tries - 1)
             except Exception as exc:
                 if not is_outage(exc):
                     log.exception("handler failed on %s offset %s", topic, getattr(record, "offset", None))
                     await self.dead_letter(record, type(exc).__name__, "".join(traceback.format_exception(exc)))
-                    return
+                    return False
                 now = asyncio.get_running_loop().time()
                 outage_since = outage_since if outage_since is not None else now
                 if now - outage_since > policy.outage_window_s:
@@ -229,6 +241,7 @@ class EventBus:
         )
         # If this publish fails, the exception reaches FastStream and the message is not committed.
         await self.publish(letter, self.topics.dlq, key or "none")
+        DEAD_LETTERS.labels(topic, error_type).inc()
 
 
 def _run_header(record: object) -> str | None:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SETTINGS_CLASSES = (
     "services.common.settings:KafkaSettings",
     "services.common.settings:RedisSettings",
+    "services.common.metrics:MetricsSettings",
     "services.intent.settings:IntentSettings",
     "services.dedup.settings:DedupSettings",
     "services.simulator.settings:SimulatorSettings",

@@ -20,6 +20,7 @@ from services.common.bus import EventBus
 from services.common.contracts.envelope import read_compatible
 from services.common.contracts.events import IntentProposed, TaskReady
 from services.common.contracts.intent import Intent
+from services.common.metrics import GATE_DECISIONS, INTENT_VENDI
 from services.common.outbox import OutboxItem, flush
 from services.common.replay import read_to_end
 from services.common.state import RunProgress, StateStore
@@ -106,6 +107,9 @@ class GateService:
         if cells is None:
             return None
         report = await asyncio.to_thread(cells.report)
+        vendi = (report.get("overall") or {}).get("q1")  # the paper's Vendi: cosine kernel, q=1
+        if isinstance(vendi, int | float):
+            INTENT_VENDI.labels(run_id).set(vendi)
         await self.store.redis.set(
             self.store.key("run", run_id, "diversity"), json.dumps(report), ex=self.store.settings.state_ttl_s
         )
@@ -187,6 +191,7 @@ class GateService:
             return saved
         decision = await asyncio.to_thread(pool.check, intent.text, vector)  # 50k x 768: keep it off the loop
         saved = self.logic.decide(event, decision)
+        GATE_DECISIONS.labels("accepted" if decision.accepted else "rejected").inc()
         if decision.accepted:
             self._accept(event.run_id, intent, vector)
             assert self._cache is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from services.common.contracts.events import TrajectoryFinished
 from services.common.contracts.messages import Verdict
+from services.common.metrics import RECORDS_WRITTEN
 from services.common.state import RunProgress, StateStore
 from services.dedup.record import training_record, web_recording_bytes, web_recording_path
 from services.dedup.settings import DedupSettings
@@ -33,8 +34,11 @@ class SinkService:
             return
         if choice == "no_turns":
             await progress.count_once("not_written.no_turns", event.episode_id)
-        elif choice == WRITE and not await asyncio.to_thread(write_finished, self.writer, event):
-            log.info("%s already in the dataset: skipped", event.episode_id)
+        elif choice == WRITE:
+            if await asyncio.to_thread(write_finished, self.writer, event):
+                RECORDS_WRITTEN.labels(event.verdict.value).inc()
+            else:
+                log.info("%s already in the dataset: skipped", event.episode_id)
         await progress.count_once(f"verdict.{event.verdict.value}", event.intent.intent_id)
         await progress.count_once("episodes_final", event.intent.intent_id)
 

@@ -10,6 +10,7 @@ from faststream import FastStream
 from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.llm.client import LLMClient
+from services.common.metrics import watch_workspaces
 from services.common.rpc.ise.v1.episodes_pb2_grpc import add_EpisodesServicer_to_server
 from services.common.runner import Lifecycle, build_app
 from services.common.settings import KafkaSettings, LLMSettings, RedisSettings
@@ -62,6 +63,7 @@ def create_app() -> FastStream:
     bus.declare(bus.topics.turns_agent, AgentTurn)
     servers: list[WorkspacesServer] = []
     pool = WarmPool(backend, settings.pool_size)
+    watch_workspaces(warm=pool.idle_count, in_use=backend.in_use_count)
 
     async def is_open(episode_id: str) -> bool:
         return await store.exists(store.key("exec", episode_id))

@@ -16,6 +16,7 @@ from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, UserTurn
 from services.common.errors import ISEError
 from services.common.llm.client import LLMClient
+from services.common.metrics import AGENT_TURNS
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, run_turn
 from services.executor.episode import ExecEpisode
@@ -96,7 +97,9 @@ class ExecutorService:
             if self.handoff is not None:
                 await self._hand_off(event, state, self.handoff)
                 return
-            await self.finish(state, await self._execute(event, state))
+            turn = await self._execute(event, state)
+            AGENT_TURNS.labels("answered" if turn.status == "ok" else "failed").inc()
+            await self.finish(state, turn)
 
     async def finish(self, state: ExecEpisode, turn: AgentTurn) -> None:
         """Save the episode's state, then publish its answered turn (the offset is committed after)."""

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.common.contracts.messages import ToolResultMeta
+from services.common.metrics import TOOL_CALLS, TOOL_SECONDS, tool_status
 from services.executor.errors import FileOpError, ToolArgumentError
 from services.executor.tool_common import (
     Handler,
@@ -132,6 +133,15 @@ class Toolbox:
         }
 
     def run(self, call_id: str, name: str, raw_arguments: str) -> ToolOutcome:
+        """Run one tool call; every outcome is counted in the metrics (unknown names as ``unknown``)."""
+        outcome = self._dispatch(call_id, name, raw_arguments)
+        meta = outcome.meta
+        label = name if name in self.names else "unknown"
+        TOOL_CALLS.labels(label, tool_status(meta.ok, meta.exit_code, meta.error)).inc()
+        TOOL_SECONDS.labels(label).observe(meta.duration_ms / 1000)
+        return outcome
+
+    def _dispatch(self, call_id: str, name: str, raw_arguments: str) -> ToolOutcome:
         started = time.monotonic()
         try:
             handler = self.handlers.get(name) if name in self.names else None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from services.common.bus import EventBus
 from services.common.contracts.events import AgentTurn, TaskReady
 from services.common.llm.client import LLMRequestError, LLMUnavailable
+from services.common.metrics import EPISODE_USER_TURNS, EPISODES_FINISHED, EPISODES_IN_FLIGHT, EPISODES_STARTED
 from services.common.outbox import flush
 from services.common.retry import is_outage
 from services.common.state import RunProgress, StateStore
@@ -63,6 +64,9 @@ class SimulatorService:
         if self.logic.open(state):
             await self._ask_user(state)
         await self._save_and_flush(state)
+        EPISODES_STARTED.inc()
+        EPISODES_IN_FLIGHT.inc()
+        _count_if_ended(state)
 
     async def on_agent_turn(self, turn: AgentTurn) -> None:
         state = await self.store.get_model(self._key(turn.episode_id), SimEpisode)
@@ -82,6 +86,7 @@ class SimulatorService:
         if self.logic.take_agent_turn(state, turn, view, _now()):
             await self._ask_user(state)
         await self._save_and_flush(state)
+        _count_if_ended(state)
 
     async def _ask_user(self, state: SimEpisode) -> None:
         """Ask the user model for its next move; when the simulation machinery itself fails, the
@@ -105,3 +110,12 @@ class SimulatorService:
         await self.store.put_model(self._key(state.episode_id), state)
         await self.deadlines.track(state)
         await flush(self.bus, state.outbox)
+
+
+def _count_if_ended(state: SimEpisode) -> None:
+    """Metrics of an episode this handler just ended (after its state and events were saved)."""
+    if state.verdict is None:
+        return
+    EPISODES_FINISHED.labels(state.verdict.value).inc()
+    EPISODES_IN_FLIGHT.dec()
+    EPISODE_USER_TURNS.observe(len(state.exchanges))

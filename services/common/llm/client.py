@@ -2,11 +2,13 @@
 
 Errors are sorted for the bus: an endpoint that is down or overloaded is a TransientError
 (retried, then an infrastructure verdict); a request the endpoint refuses is an LLMRequestError.
+Each call's latency, tokens and failures go to the process's metrics, by role.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,7 @@ from openai import AsyncOpenAI
 
 from services.common.contracts.messages import ChatMessage, FunctionCall, ToolCall, Usage
 from services.common.errors import ConfigError, LLMRequestError, LLMUnavailable
+from services.common.metrics import LLM_FAILURES, LLM_SECONDS, LLM_TOKENS
 from services.common.settings import LLMSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class LLMClient:
             kwargs["response_format"] = {"type": "json_object"}
         if stop:
             kwargs["stop"] = stop
+        started = time.monotonic()
         try:
             response = await self.client.chat.completions.create(**kwargs)
         except (
@@ -87,10 +91,16 @@ class LLMClient:
             openai.RateLimitError,
             openai.InternalServerError,
         ) as exc:
+            LLM_FAILURES.labels(self.role, "unavailable").inc()
             raise LLMUnavailable(f"{self.role} LLM at {self.settings.base_url} unavailable: {exc}") from exc
         except openai.APIStatusError as exc:
+            LLM_FAILURES.labels(self.role, "refused").inc()
             raise LLMRequestError(f"{self.role} LLM refused the request ({exc.status_code}): {exc.message}") from exc
-        return _to_result(response)
+        LLM_SECONDS.labels(self.role).observe(time.monotonic() - started)
+        result = _to_result(response)
+        LLM_TOKENS.labels(self.role, "prompt").inc(result.usage.prompt_tokens)
+        LLM_TOKENS.labels(self.role, "completion").inc(result.usage.completion_tokens)
+        return result
 
 
 def reasoning_of(msg: Any) -> str | None:

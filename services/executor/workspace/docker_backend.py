@@ -232,6 +232,10 @@ class DockerWorkspaceBackend(WorkspaceBackend):
         attrs = self._inspect(episode_id)
         return None if attrs is None else self._info(attrs)
 
+    def in_use_count(self) -> int:
+        """Workspaces this process is driving (a live shell session each)."""
+        return self._shells.live_count()
+
     def close(self, episode_id: str) -> bool:
         name = self.container_name(episode_id)
         self._shells.discard(episode_id)

@@ -326,6 +326,11 @@ class ShellPool:
         if session is not None:
             session.close()
 
+    def live_count(self) -> int:
+        """Episodes with a shell session in this process: the workspaces this replica is driving."""
+        with self._lock:
+            return sum(1 for session in self._sessions.values() if not session.closed)
+
     def discard_all(self) -> None:
         with self._lock:
             episodes = list(self._sessions)
