@@ -70,10 +70,18 @@ class LocalPipeline:
         """label -> the port of its Prometheus endpoint."""
 
     def start(self) -> None:
+        ports = [self._replica_port(i) for i in range(self.replicas["executor"])]
+        self._inspect_on_every_replica()
         for name in LONG_RUNNING:
             for i in range(self.replicas[name]):
-                extra = self._replica_port(i) if name == "executor" else None
-                self.start_one(name, f"{name}-{i}", extra)
+                self.start_one(name, f"{name}-{i}", ports[i] if name == "executor" else None)
+
+    def _inspect_on_every_replica(self) -> None:
+        """The simulator asks every executor replica for ``Inspect`` (whichever answers), when it was
+        set to ask the first one: losing that replica then does not blind the user model."""
+        addresses = self.grpc_addresses()
+        if len(addresses) > 1 and self.env.get("ISE_SIM_WORKSPACES_ADDR") == addresses[0]:
+            self.env["ISE_SIM_WORKSPACES_ADDR"] = ",".join(addresses)
 
     def _replica_port(self, index: int) -> dict[str, str] | None:
         """Executor replicas after the first get a free gRPC port of their own (the first keeps the

@@ -9,7 +9,13 @@ codes of the latest commands run there.  Never file contents, commands or tool t
 user model must judge the work from its visible effects, as a person glancing at the folder
 and at a row of red or green lights would.
 
-Any failure (executor unreachable, workspace gone, deadline) yields ``None`` and the simulator
+``address`` may name several executor replicas (``host:port,host:port``) or a DNS name that
+resolves to all of them (``dns:///executor:50061`` in compose; spread round-robin): a replica
+that is down or slow, or that does not know the workspace (each replica its own Docker host),
+passes the question to the next, and the one that answered is asked first next time.  So losing
+one executor replica does not blind the user model.
+
+Any failure (every executor unreachable, workspace gone, deadline) yields ``None`` and the simulator
 falls back to the AgentTurn's own outcome digest; the first failure of each kind is logged as a
 warning, later ones only at debug level, so a run without a reachable executor API stays quiet.
 """
@@ -29,6 +35,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_FILES = 20
 DEFAULT_MAX_COMMANDS = 8
 DEFAULT_TIMEOUT_S = 5.0
+NEXT_REPLICA_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND})
+"""Answers that another replica may not give: it is down or slow, or the workspace is on its Docker host."""
+CHANNEL_OPTIONS = (("grpc.lb_policy_name", "round_robin"),)
 
 
 def human_size(size: int) -> str:
@@ -71,24 +80,47 @@ class WorkspaceInspector:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.address = address
+        self.targets = [a.strip() for a in address.split(",") if a.strip()]
+        if not self.targets:
+            raise ValueError("WorkspaceInspector needs at least one executor address")
         self.max_files = max_files
         self.max_commands = max_commands
         self.timeout_s = timeout_s
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.WorkspacesStub | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._first = 0  # the replica that answered last
         self._logged: set[str] = set()
 
-    def _client(self) -> pb_grpc.WorkspacesStub:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-            self._stub = pb_grpc.WorkspacesStub(self._channel)
-        return self._stub
+    @property
+    def answering(self) -> str:
+        """The replica asked first: the one that answered last."""
+        return self.targets[self._first]
+
+    def _client(self, target: str) -> pb_grpc.WorkspacesStub:
+        if target not in self._channels:
+            self._channels[target] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return pb_grpc.WorkspacesStub(self._channels[target])
 
     async def inspect(self, episode_id: str) -> pb.InspectResponse:
-        """The raw Inspect answer (raises ``grpc.aio.AioRpcError``)."""
+        """The raw Inspect answer from the first replica that can give it (raises the last
+        ``grpc.aio.AioRpcError`` when none can)."""
         request = pb.InspectRequest(episode_id=episode_id, max_files=self.max_files, max_commands=self.max_commands)
-        return await self._client().Inspect(request, timeout=self.timeout_s, metadata=self._metadata)
+        order = [(self._first + i) % len(self.targets) for i in range(len(self.targets))]
+        for position, index in enumerate(order):
+            try:
+                answer = await self._client(self.targets[index]).Inspect(
+                    request, timeout=self.timeout_s, metadata=self._metadata
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in NEXT_REPLICA_ON or position == len(order) - 1:
+                    raise
+                log.debug(
+                    "Inspect of %s at %s: %s; asking the next replica", episode_id, self.targets[index], exc.code().name
+                )
+                continue
+            self._first = index
+            return answer
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def digest(self, episode_id: str) -> WorkspaceView | None:
         """The workspace digest, or None when the executor's API cannot tell."""
@@ -115,6 +147,6 @@ class WorkspaceInspector:
         log.warning("%s (falling back to the agent turn's digest; further %s failures logged at debug)", message, kind)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel, self._stub = None, None
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()

@@ -30,8 +30,9 @@ class SimulatorSettings(BaseSettings):
     concurrency: int = Field(4, ge=1, description="Partitions processed at once per replica.")
     workspaces_addr: str = Field(
         "",
-        description="host:port of the executor's gRPC Workspaces API; the user model then sees the files "
-        "really created or changed (Inspect). Empty: only the agent turn's own outcome digest.",
+        description="host:port of the executor's gRPC Workspaces API, or several (comma-separated: one per "
+        "replica; or a DNS name of them all, dns:///executor:50061); the user model then sees the files really "
+        "created or changed (Inspect), from whichever replica answers. Empty: only the agent turn's own digest.",
     )
     workspaces_token: str = Field("", description="Bearer token for the Workspaces API (empty: none).")
     agent_turn_timeout_s: float = Field(

@@ -1,6 +1,7 @@
 """Killing the executor in the middle of an agent turn loses nothing: another replica picks the
 episode up (consumer-group rebalance), finds its workspace by name, re-runs the interrupted turn
-from the last saved state, and the trajectory has every turn exactly once."""
+from the last saved state, and the trajectory has every turn exactly once; and the user model
+keeps seeing the real workspace (Inspect) through the replicas that are left."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import docker
 
-from services.cli.pipeline import LocalPipeline, wait_for_run
+from services.cli.pipeline import LocalPipeline, wait_for_run, with_workspaces_grounding
 from services.common.ids import new_run_id
 from services.common.settings import RedisSettings
 from services.common.state import StateStore
@@ -71,3 +72,46 @@ async def test_killed_executor_is_replaced_without_duplicated_turns(pipeline_env
     assert json.dumps(record).count("plan ") >= 2  # turn 2 read back what turn 0 wrote, across replicas
     logs = (out_dir / run_id / "logs" / "executor-1.log").read_text()
     assert "Traceback" not in logs
+
+
+def _user_model_views(scripted_llm) -> list[str]:
+    """What the user model was shown of each agent turn (the assistant side of its requests)."""
+    return [
+        str(m.get("content"))
+        for r in scripted_llm.requests()
+        if str(r.get("model", "")).endswith(":user") and isinstance(r.get("body"), dict)
+        for m in r["body"].get("messages", [])
+        if m.get("role") == "assistant"
+    ]
+
+
+async def test_losing_the_first_replica_does_not_blind_the_user_model(
+    pipeline_env, scripted_llm, prefix: str, out_dir: Path
+) -> None:
+    """Two executor replicas; the simulator's Inspect goes to both (executor-0 first). executor-0
+    is killed for good after turn 0: every later view of the workspace still comes from Inspect
+    (executor-1 answers), none falls back to the agent turn's own digest."""
+    env = with_workspaces_grounding({**pipeline_env("slow"), "ISE_DEDUP_DATASET_DIR": str(out_dir)})
+    run_id = new_run_id()
+    pipeline = LocalPipeline(env, out_dir / run_id / "logs", replicas={"executor": 2})
+    store = StateStore(RedisSettings(url=env["ISE_REDIS_URL"], key_prefix=prefix))
+    scripted_llm.reset()
+    pipeline.start()
+    try:
+        assert pipeline.env["ISE_SIM_WORKSPACES_ADDR"] == ",".join(pipeline.grpc_addresses())
+        pipeline.start_one(
+            "intent", "intent-job", {"ISE_RUN_ID": run_id, "ISE_INTENT_COUNT": "1", "ISE_INTENT_SEED": "5"}
+        )
+        await _wait_mid_turn_1(store)
+        pipeline.kill("executor-0")
+        progress = await wait_for_run(store, run_id, pipeline, timeout_s=240)
+    finally:
+        pipeline.stop()
+        await store.close()
+        _remove_leftovers(env["ISE_EXEC_CONTAINER_PREFIX"])
+    assert progress["verdict.success"] == 1
+    views = _user_model_views(scripted_llm)
+    assert len(views) >= 3, views  # turns 0, 1 (after the kill) and 2
+    assert all("[workspace] files created or changed since the start" in v for v in views), views
+    simulator_log = (out_dir / run_id / "logs" / "simulator-0.log").read_text()
+    assert "falling back to the agent turn's digest" not in simulator_log

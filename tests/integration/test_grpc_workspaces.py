@@ -24,6 +24,7 @@ from services.executor.grpc_server import SERVICE_NAME, WorkspacesServer, serve_
 from services.executor.workspace.base import WorkspaceLimits
 from services.executor.workspace.docker_backend import DockerWorkspaceBackend
 from services.executor.workspace.inspect import mark_episode_start
+from services.simulator.grounding import WorkspaceInspector, WorkspaceView
 from services.stack.procs import free_port
 
 pytestmark = pytest.mark.integration
@@ -259,3 +260,28 @@ async def test_bearer_token_auth(auth_address: str) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, "health checks need no token"
+
+
+async def test_inspector_asks_the_next_replica(backend: DockerWorkspaceBackend, auth_address: str) -> None:
+    """The simulator's grounding over several executor replicas: one down, one that does not know
+    the workspace (another Docker host's), one that does: the digest comes from the last, which is
+    then asked first; a workspace no replica knows gives None (the turn's own digest is used)."""
+    elsewhere = DockerWorkspaceBackend(
+        workspace_image(), WorkspaceLimits(), name_prefix=f"ise-grpc-other-{uuid.uuid4().hex[:8]}"
+    )
+    other_server, other_address = await _start(elsewhere, TOKEN)
+    down = f"{HOST}:{free_port(HOST)}"
+    backend.create("ep-f1", "run-f")
+    mark_episode_start(backend, "ep-f1")
+    backend.exec("ep-f1", "echo hi > found.txt", workdir=None, timeout_s=10)
+    inspector = WorkspaceInspector(f"{down},{other_address},{auth_address}", TOKEN)
+    try:
+        view = await inspector.digest("ep-f1")
+        assert view is not None and "found.txt (3 B)" in view.files, view
+        assert inspector.answering == auth_address
+        assert "found.txt" in ((await inspector.digest("ep-f1")) or WorkspaceView("")).files
+        assert await inspector.digest("ep-nobody-has") is None
+    finally:
+        await inspector.close()
+        await other_server.stop(grace=1)
+        backend.close("ep-f1")
