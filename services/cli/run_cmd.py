@@ -15,6 +15,7 @@ from services.cli.pipeline import RunResult, run_pipeline
 from services.common.ids import new_run_id
 from services.common.logs import setup_logging
 from services.common.settings_check import check_environment
+from services.dedup.cost import describe, load_prices
 from services.intent.settings import IntentSettings
 from services.stack import stack
 
@@ -24,6 +25,7 @@ log = logging.getLogger("ise.run")
 def run_command(args: argparse.Namespace) -> int:
     setup_logging("run")
     check_environment()  # a misspelt ISE_* setting stops the run before anything starts
+    load_prices()  # so does a bad price file (ISE_PRICES_FILE), rather than the summary at the end
     run_id = args.run_id or new_run_id()
     out = args.out.resolve()
     log.info("run %s: bringing up the embedded stack (first time: installs jars, builds the image)", run_id)
@@ -108,6 +110,15 @@ def _world_line(run_dir: Path, env: dict[str, str]) -> str:
     return f"tools {setting('tools')}, skills {setting('skills_dir') or 'starter set'}; {web} ({where})"
 
 
+def _cost_lines(stats: dict) -> list[str]:
+    """The run's cost (every written trajectory; ``stats.json``'s ``cost``), first line labelled."""
+    cost = stats.get("cost")
+    if not cost:
+        return []
+    text = [*describe(cost), cost["counted"]]
+    return [f"  {'cost' if n == 0 else '':12} {line}" for n, line in enumerate(text)]
+
+
 def summary(result: RunResult, mode: str, quality: str, env: dict[str, str]) -> str:
     p = result.progress
     stats = json.loads(result.stats_path.read_text())
@@ -136,6 +147,7 @@ def summary(result: RunResult, mode: str, quality: str, env: dict[str, str]) -> 
             f"in {len(shards)} shard(s) under {result.run_dir}"
         ),
         f"  per episode  {_per_episode(stats, everything)}",
+        *_cost_lines(stats),
         f"  agent world  {_world_line(result.run_dir, env)}",
         f"  statistics   {result.stats_path}",
         f"  logs         {result.run_dir / 'logs'}",

@@ -20,6 +20,14 @@ SHAPES = (
 )
 
 
+COST = (
+    "The cost, over every verdict: each record's token usage (agent and user model; intent rendering is not "
+    "recorded) priced per model by services/common/llm/prices.yaml, overridden and extended by your own "
+    "file named by ISE_PRICES_FILE; total, mean and median per trajectory, per verdict; a model without "
+    "a price shows n/a with the file to edit, a malformed price file stops with exit status 2."
+)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``stats`` to the ``ise`` sub-command parsers."""
     stats = subparsers.add_parser(
@@ -29,7 +37,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "per trajectory from the messages themselves (mean, median, p90, max; the paper's figure beside "
         "them), the user-turn histogram, non-zero exit and failed-tool shares, and the verdict, domain and "
         "tool mixes. By default over successful trajectories (records without a verdict count), as the "
-        "paper; --all over every verdict. " + SHAPES + " With one PATH the figures are saved as "
+        "paper; --all over every verdict. " + COST + " " + SHAPES + " With one PATH the figures are saved as "
         "PATH/stats.json (a file: <name>.stats.json beside it) unless --no-save. A last line cut off "
         "mid-write is skipped with a warning; any other unreadable line stops with an error naming its "
         "file and line (exit status 2).",
@@ -43,6 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ise stats``; returns the exit status (bad input raises ConfigError: status 2)."""
+    from services.dedup.cost import load_prices
     from services.dedup.stats import Selection, dataset_stats, paper_figures, save_stats, stats_path_for
     from services.dedup.stats_table import format_tables
 
@@ -50,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ise: warning: {message}", file=sys.stderr)
 
     selection: Selection = "all" if args.all else "success"
-    named = [(str(path), dataset_stats(path, warn, selection)) for path in args.paths]
+    prices = load_prices()  # a bad price file stops here, before any dataset is read
+    named = [(str(path), dataset_stats(path, warn, selection, prices)) for path in args.paths]
     if args.json:
         body: dict[str, Any] = named[0][1] if len(named) == 1 else {"datasets": [{"path": p, **s} for p, s in named]}
         print(json.dumps({**body, "paper": paper_figures()}, indent=2, sort_keys=True))

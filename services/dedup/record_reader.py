@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.common.errors import ConfigError
 from services.common.json_lines import JsonLine, read_json_lines
+from services.dedup.cost import UsageMeta
 
 MAX_RECORD_BYTES = 64 << 20
 """One trajectory line at most (the bus carries 16 MiB an event; a record is a little larger)."""
@@ -111,8 +112,8 @@ class _ToolResult(_Lax):
     error: str | None = None
 
 
-class Metadata(_Lax):
-    """The part of our records' ``metadata`` the statistics read."""
+class Metadata(_Lax, UsageMeta):
+    """The part of our records' ``metadata`` the statistics read (token usage and models included)."""
 
     verdict: str
     counts: _Counts = Field(default_factory=_Counts)

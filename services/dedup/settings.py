@@ -1,4 +1,5 @@
-"""Dedup service settings (env prefix ``ISE_DEDUP_``): embedding model, gate threshold, dataset."""
+"""Dedup service settings (env prefix ``ISE_DEDUP_``): embedding model, gate threshold, dataset;
+and the price table behind the dataset's cost figures (``ISE_PRICES_``)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ class DedupSettings(BaseSettings):
                 f"no calibrated threshold for model {self.model!r}: set ISE_DEDUP_THRESHOLD "
                 "(calibrate with bench/calibrate_gate.py)"
             ) from None
+
+
+class PriceSettings(BaseSettings):
+    """Where the price table of ``services/dedup/cost.py`` comes from (env prefix ``ISE_PRICES_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ISE_PRICES_", extra="forbid")
+
+    file: str = Field(
+        "",
+        description="Your own price table (YAML, the shipped services/common/llm/prices.yaml's shape): its "
+        "entries replace and extend the shipped ones. Empty: the shipped table only.",
+    )

@@ -6,7 +6,9 @@ message, tool calls and distinct tools, each as mean, median, p90 and max, plus 
 histogram, the share of ``exec`` results with a non-zero exit code and of tool results marked
 failed. Like the paper, the table covers successful trajectories by default (a record whose
 verdict is unknown counts as one); ``selection="all"`` covers every verdict. Verdict, intent
-and drift figures come from our metadata where records have it.
+and drift figures come from our metadata where records have it; the cost (per trajectory, run
+and verdict, from the token usage and a price table: ``services.dedup.cost``) covers every
+record whatever the selection.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from services.dedup.cost import PriceTable, load_prices, record_cost, summarize_costs
 from services.dedup.record_reader import SHARD_GLOB, RecordSummary, Warn, dataset_files, read_records, read_summaries
 
 log = logging.getLogger(__name__)
@@ -70,15 +73,21 @@ def _mean(values: Sequence[int]) -> float:
 
 
 def dataset_stats(
-    source: Path | Sequence[Path], warn: Warn = log.warning, selection: Selection = "success"
+    source: Path | Sequence[Path],
+    warn: Warn = log.warning,
+    selection: Selection = "success",
+    prices: PriceTable | None = None,
 ) -> dict[str, Any]:
     """The statistics of a file or folder (see ``record_reader.dataset_files``) or of given files."""
     files = dataset_files(source) if isinstance(source, Path) else list(source)
-    return compute_stats(read_summaries(files, warn), selection)
+    return compute_stats(read_summaries(files, warn), selection, prices)
 
 
-def compute_stats(records: list[RecordSummary], selection: Selection = "success") -> dict[str, Any]:
-    """The table over the selected records; the verdict mix over all of them."""
+def compute_stats(
+    records: list[RecordSummary], selection: Selection = "success", prices: PriceTable | None = None
+) -> dict[str, Any]:
+    """The table over the selected records; the verdict mix and the cost (``services.dedup.cost``;
+    ``prices`` default: the shipped table and ``ISE_PRICES_FILE``) over all of them."""
     chosen = [r for r in records if selection == "all" or r.verdict in (None, "success")]
     ours = [r.meta for r in chosen if r.meta is not None]
     tools: Counter[str] = Counter()
@@ -124,6 +133,8 @@ def compute_stats(records: list[RecordSummary], selection: Selection = "success"
         "tasks": dict(tasks.most_common()),
         "domain_x_tool": dict(domain_tools.most_common()),
     }
+    table = prices or load_prices()
+    stats["cost"] = summarize_costs(((r.verdict, record_cost(r.meta, table)) for r in records), table)
     return stats
 
 
@@ -153,5 +164,6 @@ def write_stats(run_dir: Path, extra: dict[str, Any] | None = None) -> Path:
     """Compute a run folder's statistics (successful trajectories, and ``all`` verdicts nested)
     plus ``extra``, and save them as ``run_dir/stats.json``."""
     records = read_summaries(shard_files(run_dir), log.warning)
-    stats = {**compute_stats(records), "all": compute_stats(records, "all")}
+    prices = load_prices()
+    stats = {**compute_stats(records, prices=prices), "all": compute_stats(records, "all", prices)}
     return save_stats(run_dir / "stats.json", {**stats, **(extra or {})})

@@ -2,13 +2,14 @@
 
 Rows are the per-trajectory measures (mean, median, p90, max for each dataset) with the paper's
 figure in the last column, then the shares, the user-turn histogram and, per dataset, the mixes
-(verdicts, complexity, domains, tools, tasks).
+(verdicts, complexity, domains, tools, tasks) and the cost (``services.dedup.cost``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.dedup.cost import describe
 from services.dedup.stats import MEASURES, paper_figures
 
 LABELS = {
@@ -83,6 +84,9 @@ def format_tables(named: list[tuple[str, dict[str, Any]]]) -> str:
         foreign = stats.get("records_without_metadata") or 0
         if foreign:
             lines.append(f"  {foreign} record(s) without ISE metadata: counted from their messages only")
+        if stats.get("cost"):
+            lines += ["", f"[{i + 1}] cost, every verdict: {stats['cost']['counted']}"]
+            lines += [f"  {line}" for line in describe(stats["cost"])]
     return "\n".join(lines)
 
 
