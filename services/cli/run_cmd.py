@@ -150,6 +150,7 @@ def summary(result: RunResult, mode: str, quality: str, env: dict[str, str]) -> 
         *_cost_lines(stats),
         f"  agent world  {_world_line(result.run_dir, env)}",
         f"  statistics   {result.stats_path}",
+        f"  browse       ise view {result.run_dir}",
         f"  logs         {result.run_dir / 'logs'}",
     ]
     return "\n".join(lines)

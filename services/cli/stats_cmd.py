@@ -1,4 +1,4 @@
-"""``ise stats PATH [PATH ...]``: the paper's table for one dataset, or several side by side.
+"""``ise stats PATH [PATH ...]``: the paper's table and the cost for one dataset, or several side by side.
 
 ise stats out/run-abc                     # a run folder: table, saved as out/run-abc/stats.json
 ise stats reference/ out/run-abc --all    # two datasets side by side, every verdict
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({**body, "paper": paper_figures()}, indent=2, sort_keys=True))
     else:
         print(format_tables(named))
+        print("\n".join(f"browse: ise view {path}" for path in args.paths))
     if len(named) > 1 or args.no_save:
         return 0
     target = stats_path_for(args.paths[0])

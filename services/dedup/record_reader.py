@@ -13,6 +13,8 @@ Files: ``.jsonl`` (a record per line) or ``.json`` (one record, or an array of r
 JSONL line without a newline that does not parse was cut off mid-write: skipped with a warning.
 Any other unusable line (not UTF-8, not JSON, over ``MAX_RECORD_BYTES``, or of an unknown shape)
 is a :class:`DatasetFileError` naming the file and line; every such line of the files is listed.
+``ise view`` reads the same lines through :func:`file_lines` (problems returned, not raised) and
+comes back for one record by its byte offset (:func:`read_record_at`).
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def summarize(value: Any) -> RecordSummary:
         if known is not None and known.exit_code is not None:
             exit_codes.append(known.exit_code)
         elif name == "exec" and known is None:
-            exit_codes.append(_exit_code(message.content))
+            exit_codes.append(text_exit_code(message.content))
         if message.success is False or (message.success is None and known is not None and known.error is not None):
             failures += 1
     return RecordSummary(
@@ -186,7 +188,8 @@ def summarize(value: Any) -> RecordSummary:
     )
 
 
-def _exit_code(content: Any) -> int:
+def text_exit_code(content: Any) -> int:
+    """The exit code a tool result's text states (``exit_code=N``, ``(Command exited with code N)``), else 0."""
     text = content if isinstance(content, str) else str(content or "")
     for marker in _EXIT_MARKERS:
         found = marker.search(text)
@@ -246,6 +249,30 @@ def read_summaries(files: Iterable[Path], warn: Warn) -> list[RecordSummary]:
     return read_records(files, warn, summarize)
 
 
+def file_lines(path: Path) -> Iterator[JsonLine]:
+    """Every record line of one file (a ``.json`` file: every record, ``offset`` -1), parsed, with
+    its problem if it is unusable, never raised; a file that cannot be read is one problem line 0."""
+    problems: list[tuple[str, int | None, str]] = []
+    yield from _lines(path, problems)
+    for _, _, problem in problems:
+        yield JsonLine(0, problem=problem)
+
+
+def read_record_at(path: Path, offset: int, number: int) -> Any:
+    """The record that :func:`file_lines` found at ``offset`` (line ``number``) of ``path``, read
+    again; ValueError if it is no longer there (the file changed since)."""
+    if offset < 0:
+        items = list(_json_document(path))
+        line = items[number - 1] if 0 < number <= len(items) else JsonLine(number, problem="no such record")
+    else:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            line = next(read_json_lines(handle, MAX_RECORD_BYTES), JsonLine(number, problem="no line there"))
+    if line.problem:
+        raise ValueError(f"{path}:{number}: {line.problem}")
+    return line.value
+
+
 def _lines(path: Path, problems: list[tuple[str, int | None, str]]) -> Iterator[JsonLine]:
     try:
         if path.suffix == ".json":
@@ -273,9 +300,9 @@ def _json_document(path: Path) -> Iterator[JsonLine]:
         yield JsonLine(exc.lineno, problem=f"not valid JSON: {exc.msg} (column {exc.colno})")
         return
     if isinstance(value, list):
-        yield from (JsonLine(n, value=item) for n, item in enumerate(value, 1))
+        yield from (JsonLine(n, value=item, offset=-1) for n, item in enumerate(value, 1))
     else:
-        yield JsonLine(1, value=value)
+        yield JsonLine(1, value=value, offset=-1)
 
 
 def dataset_files(target: Path) -> list[Path]:

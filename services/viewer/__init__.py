@@ -1,0 +1,1 @@
+"""``ise view``: browse a dataset in a local web page (index, pages, HTTP server, templates)."""
