@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.dedup.cost import PriceTable, RecordCost, cost_of_record, usd
 from services.dedup.record_reader import text_exit_code
 from services.viewer import fields
 
@@ -82,13 +83,15 @@ class Trajectory:
     skills: list[tuple[str, str, str]]
     usage: list[tuple[str, int, int, int]]
     """(role, prompt tokens, completion tokens, LLM calls)."""
+    cost: list[tuple[str, str]]
+    """(role or ``total``, dollars or ``n/a``), from the price table; empty without usage."""
     details: list[tuple[str, str]]
     tools: list[str]
     messages: list[Message]
 
 
-def trajectory(record: dict[str, Any]) -> Trajectory:
-    """The page's view of ``record``."""
+def trajectory(record: dict[str, Any], prices: PriceTable) -> Trajectory:
+    """The page's view of ``record``, priced by ``prices``."""
     meta = fields.mapping(record.get("metadata"))
     return Trajectory(
         reason=fields.text(meta.get("verdict_reason")) or fields.text(record.get("reason")),
@@ -101,6 +104,7 @@ def trajectory(record: dict[str, Any]) -> Trajectory:
             for s in map(fields.mapping, fields.items(record.get("skills")))
         ],
         usage=_usage(fields.mapping(meta.get("usage"))),
+        cost=_cost(cost_of_record(record, prices)),
         details=_details(meta),
         tools=[
             fields.text(fields.mapping(t.get("function")).get("name"))
@@ -203,6 +207,14 @@ def _flags(record: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, str,
     if isinstance(record.get("enable_thinking"), bool):
         flags.append(("thinking", "on" if record["enable_thinking"] else "off", False))
     return flags
+
+
+def _cost(cost: RecordCost | None) -> list[tuple[str, str]]:
+    if cost is None:
+        return []
+    rows = [(role, usd(value)) for role, value in cost.roles.items()]
+    unknown = ", ".join((*cost.unpriced, *(f"{r} (no model named)" for r in cost.unnamed)))
+    return [*rows, ("total", usd(cost.total) + (f" - no price for {unknown}" if unknown else ""))]
 
 
 def _usage(usage: dict[str, Any]) -> list[tuple[str, int, int, int]]:

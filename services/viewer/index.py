@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 from tqdm import tqdm
 
+from services.dedup.cost import PriceTable, load_prices, record_cost, usd
 from services.dedup.record_reader import file_lines, read_record_at, summarize
 from services.viewer import fields
 
@@ -57,6 +58,8 @@ class Entry:
     search: str
     facets: tuple[tuple[str, ...], ...]
     """Its values for each of :data:`FACETS` (one for most, several for domains and tools)."""
+    cost_usd: float | None = None
+    """Its cost from the price table (``services.dedup.cost``); None: no usage or an unpriced model."""
 
 
 @dataclass(frozen=True)
@@ -123,12 +126,21 @@ class Selection:
     rows: list[tuple[int, Entry]]
     counts: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     """Per facet, (value, records): the records matching the search and every other filter."""
+    cost: str = ""
+    """The matching records' cost: total and mean, or how many are priced."""
 
 
 class DatasetIndex:
     """The entries of every record of ``files``, in file order."""
 
-    def __init__(self, files: Sequence[Path], entries: Sequence[Entry], skipped: Sequence[Skipped]) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        entries: Sequence[Entry],
+        skipped: Sequence[Skipped],
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.prices = prices or load_prices()
         self.files = list(files)
         self.entries = list(entries)
         self.skipped = list(skipped)
@@ -139,9 +151,12 @@ class DatasetIndex:
         self._matches = functools.lru_cache(maxsize=CACHED_QUERIES)(self._match)
 
     @classmethod
-    def build(cls, files: Sequence[Path], progress: bool | None = None) -> DatasetIndex:
+    def build(
+        cls, files: Sequence[Path], progress: bool | None = None, prices: PriceTable | None = None
+    ) -> DatasetIndex:
         """Read every line of ``files`` once. ``progress``: show a tqdm bar on stderr (``None``:
-        when stderr is a terminal)."""
+        when stderr is a terminal); ``prices``: default the shipped table and ``ISE_PRICES_FILE``."""
+        table = prices or load_prices()
         entries: list[Entry] = []
         skipped: list[Skipped] = []
         sizes = [_size(p) for p in files]
@@ -159,11 +174,11 @@ class DatasetIndex:
                         skipped.append(Skipped(str(path), line.number, line.problem + cut))
                         continue
                     try:
-                        entries.append(make_entry(number, line.offset, line.number, line.value))
+                        entries.append(make_entry(number, line.offset, line.number, line.value, table))
                     except ValueError as exc:
                         skipped.append(Skipped(str(path), line.number, str(exc)))
                 bar.update(max(0, size - done))
-        return cls(files, entries, skipped)
+        return cls(files, entries, skipped, table)
 
     def select(self, query: Query) -> Selection:
         """The page ``query`` asks for, with facet counts (each facet counted over the records that
@@ -174,7 +189,8 @@ class DatasetIndex:
         page = min(query.page, pages)
         shown = matched[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         rows = [(n, self.entries[n]) for n in shown]
-        return Selection(replace(query, page=page), len(matched), page, pages, rows, counts)
+        cost = cost_text([self.entries[n].cost_usd for n in matched])
+        return Selection(replace(query, page=page), len(matched), page, pages, rows, counts, cost)
 
     def _match(self, filters: tuple[str | None, ...], text: str) -> tuple[list[int], dict[str, list[tuple[str, int]]]]:
         """The positions of the matching records and the facet counts."""
@@ -215,9 +231,10 @@ class DatasetIndex:
         return f"{self.files[entry.file]}:{entry.line}"
 
 
-def make_entry(file: int, offset: int, line: int, value: Any) -> Entry:
+def make_entry(file: int, offset: int, line: int, value: Any, prices: PriceTable) -> Entry:
     """The entry of one parsed line; ValueError (saying why) if it is not a trajectory record."""
     summary = summarize(value)
+    cost = record_cost(summary.meta, prices)
     intent = fields.intent_text(value)
     first_user = fields.first_user_message(value)
     domains, tasks = fields.domains_and_tasks(value)
@@ -259,7 +276,18 @@ def make_entry(file: int, offset: int, line: int, value: Any) -> Entry:
         tool_failures=summary.tool_failures,
         search="\n".join(s for s in searched if s).lower(),
         facets=((verdict,), domains, (complexity,), tools, (str(summary.user_turns),)),
+        cost_usd=None if cost is None else cost.total,
     )
+
+
+def cost_text(costs: Sequence[float | None]) -> str:
+    """``$1.20 (mean $0.30)`` over records that are all priced, else how many are."""
+    known = [c for c in costs if c is not None]
+    if not costs:
+        return ""
+    if len(known) < len(costs):
+        return f"n/a: {len(known)} of {len(costs)} priced (price their models in ISE_PRICES_FILE)"
+    return f"{usd(sum(known))} (mean {usd(sum(known) / len(known))})"
 
 
 def _expand(combos: Counter[tuple[str, ...]]) -> Counter[str]:

@@ -66,7 +66,7 @@ def trajectory_page(index: DatasetIndex, n: int, source: str) -> str:
         total=len(index.entries),
         where=index.where(n),
         entry=entry,
-        t=trajectory(record),
+        t=trajectory(record, index.prices),
     )
 
 

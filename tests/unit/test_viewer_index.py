@@ -20,6 +20,7 @@ from services.common.contracts.events import TrajectoryFinished
 from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
 from services.common.contracts.messages import ChatMessage, FunctionCall, ToolCall, ToolResultMeta, Verdict
 from services.common.errors import ConfigError
+from services.dedup.cost import load_prices
 from services.dedup.record import training_record
 from services.viewer.conversation import trajectory
 from services.viewer.index import PAGE_SIZE, DatasetIndex, Query
@@ -186,7 +187,7 @@ def test_records_load_lazily_by_offset(dataset: DatasetIndex, tmp_path: Path) ->
 
 
 def test_conversation_joins_tool_results_and_their_facts(dataset: DatasetIndex) -> None:
-    view = trajectory(dataset.record(0))
+    view = trajectory(dataset.record(0), dataset.prices)
     assert view.reason == "reason 0" and view.tasks == ("Summarise CSV",)
     assert ("name", "Ana Ruiz") in view.persona and ("role drift kept", "1", True) in view.flags
     assert ("verification asked", "yes", False) in view.flags
@@ -199,7 +200,7 @@ def test_conversation_joins_tool_results_and_their_facts(dataset: DatasetIndex) 
     assert call.reasoning == "think first" and call.calls[0].arguments == '{\n  "command": "./check.sh"\n}'
     assert [m.turn for m in view.messages] == [0, 1, 1, 1, 1, 1, 2, 2]
 
-    ref = trajectory(dataset.record(3))  # no recorded facts: the text's exit code
+    ref = trajectory(dataset.record(3), dataset.prices)  # no recorded facts: the text's exit code
     result = ref.messages[2].result
     assert result is not None and result.failed and result.exit_code == 2 and result.duration_ms is None
     assert ref.messages[1].calls[0].arguments == '{\n  "x": 1\n}' and ref.persona == []
@@ -244,3 +245,26 @@ def test_a_port_in_use_is_a_config_error(dataset: DatasetIndex) -> None:
             ViewerServer(dataset, "x", port)
     finally:
         first.server_close()
+
+
+def test_cost_per_trajectory_and_per_selection(tmp_path: Path) -> None:
+    """Priced by the table (``services.dedup.cost``): each trajectory's cost by role, the matching
+    records' total on the list; a model without a price makes it n/a, never $0."""
+    priced, unpriced = ours(0), ours(1, verdict="failed")
+    for record, agent_model in ((priced, "house-agent"), (unpriced, "mystery-model")):
+        record["metadata"]["usage"]["agent"].update(prompt_tokens=1_000_000, completion_tokens=100_000)
+        record["metadata"]["models"] = {"agent": agent_model, "user": "house-user"}
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        "models:\n  house-agent: {prompt: 2.0, completion: 10.0}\n  house-user: {prompt: 1, completion: 1}\n"
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    write_lines(data / "a.jsonl", [priced, unpriced])
+    index = DatasetIndex.build([data / "a.jsonl"], progress=False, prices=load_prices(prices))
+    assert [e.cost_usd for e in index.entries] == [3.0, None]
+    assert index.select(Query.parse({"verdict": ["success"]})).cost == "$3.0000 (mean $3.0000)"
+    assert index.select(Query()).cost.startswith("n/a: 1 of 2 priced")
+    assert dict(trajectory(index.record(0), index.prices).cost) == {"agent": "$3.0000", "user": "$0", "total": "$3.0000"}
+    assert "no price for mystery-model" in dict(trajectory(index.record(1), index.prices).cost)["total"]
+    assert 'id="cost"' in list_page(index, Query(), "data") and "cost agent" in trajectory_page(index, 0, "data")
