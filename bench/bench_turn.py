@@ -100,6 +100,21 @@ async def inprocess_turns(llm: LLMClient, backend: DockerWorkspaceBackend, episo
     return times
 
 
+def executor_env(endpoints: stack.Endpoints, prefix: str, container_prefix: str, llm_url: str) -> dict[str, str]:
+    """An executor service on its own topics, keys and containers, with the scripted bench agent."""
+    return {
+        **endpoints.env(),
+        "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.",
+        "ISE_KAFKA_PARTITIONS": "4",
+        "ISE_REDIS_KEY_PREFIX": prefix,
+        "ISE_EXEC_CONTAINER_PREFIX": container_prefix,
+        "ISE_EXEC_GRPC_ENABLED": "false",
+        "ISE_LLM_AGENT_BASE_URL": llm_url,
+        "ISE_LLM_AGENT_MODEL": "bench:agent",
+        "ISE_LOG_LEVEL": "WARNING",
+    }
+
+
 def warm(backend: DockerWorkspaceBackend, episodes: list[str]) -> None:
     for ep in episodes:
         backend.create(ep, "bench")
@@ -117,17 +132,7 @@ async def main(turns: int) -> None:
     local_eps = [f"loc{i}" for i in range(turns)]
     await asyncio.to_thread(warm, backend, system_eps + local_eps)
     with ScriptedLLMServer() as llm_server:
-        env = {
-            **endpoints.env(),
-            "ISE_KAFKA_TOPIC_PREFIX": f"{prefix}.",
-            "ISE_KAFKA_PARTITIONS": "4",
-            "ISE_REDIS_KEY_PREFIX": prefix,
-            "ISE_EXEC_CONTAINER_PREFIX": settings.container_prefix,
-            "ISE_EXEC_GRPC_ENABLED": "false",
-            "ISE_LLM_AGENT_BASE_URL": llm_server.base_url,
-            "ISE_LLM_AGENT_MODEL": "bench:agent",
-            "ISE_LOG_LEVEL": "WARNING",
-        }
+        env = executor_env(endpoints, prefix, settings.container_prefix, llm_server.base_url)
         pipeline = LocalPipeline(env, Path("/tmp") / prefix)
         pipeline.start_one("executor", "executor")
         store = StateStore(RedisSettings(url=endpoints.redis_url, key_prefix=prefix))
