@@ -12,7 +12,10 @@ supervisor owns them:
 * a finished job (``*-job``) that exits 0 is done, not crashed;
 * **observable**: each child serves Prometheus metrics on a free port of its own (kept across
   restarts), listed in ``<log dir>/metrics-targets.json`` in Prometheus' ``file_sd`` format
-  (``ISE_METRICS_PORT=0`` in the environment turns the endpoints off).
+  (``ISE_METRICS_PORT=0`` in the environment turns the endpoints off);
+* **Docker hosts**: with ``docker_hosts``, executor replica ``executor-<i>`` gets
+  ``DOCKER_HOST=docker_hosts[i % len(docker_hosts)]`` (its workspaces, warm pool and reaper live
+  on that daemon only).
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ class LocalPipeline:
         log_dir: Path,
         replicas: dict[str, int] | None = None,
         max_restarts: int = 3,
+        docker_hosts: list[str] | None = None,
     ) -> None:
         self.env = env
+        self.docker_hosts = list(docker_hosts or [])
         self.log_dir = log_dir
         self.replicas = dict.fromkeys(LONG_RUNNING, 1) | (replicas or {})
         self.max_restarts = max_restarts
@@ -103,13 +108,24 @@ class LocalPipeline:
         proc = spawn(
             argv,
             log_path=self.log_dir / f"{label}.log",
-            env={**self.env, **(extra_env or {}), **self._metrics_port(label)},
+            env={**self.env, **self._docker_host(service, label), **(extra_env or {}), **self._metrics_port(label)},
             preexec_fn=die_with_parent,
             run_child=True,
         )
         self.procs[label] = proc
         self.extra_env[label] = dict(extra_env or {})
         return proc
+
+    def _docker_host(self, service: str, label: str) -> dict[str, str]:
+        """``DOCKER_HOST`` of executor replica ``executor-<i>``: the i-th of ``docker_hosts``, round robin."""
+        index = label.rsplit("-", 1)[-1]
+        if service != "executor" or not self.docker_hosts or not index.isdigit():
+            return {}
+        return {"DOCKER_HOST": self.docker_hosts[int(index) % len(self.docker_hosts)]}
+
+    def executor_docker_hosts(self) -> list[str | None]:
+        """The Docker hosts the executor replicas use (``None``: the environment's)."""
+        return list(dict.fromkeys(self.docker_hosts)) or [None]
 
     def _metrics_port(self, label: str) -> dict[str, str]:
         """The child's ``ISE_METRICS_PORT`` (the same one after a restart), listed in the targets file."""
@@ -124,6 +140,25 @@ class LocalPipeline:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             (self.log_dir / METRICS_TARGETS).write_text(json.dumps(targets, indent=1) + "\n")
         return {"ISE_METRICS_PORT": str(self.metrics_ports[label])}
+
+    def add_executor(self) -> str:
+        """Start one more executor replica (scale up mid-run); returns its label. Kafka moves some
+        of the turns' partitions to it; the simulator keeps asking the replicas it knew for Inspect."""
+        index = sum(1 for label in {*self.procs, *self.extra_env} if label.startswith("executor-"))
+        label = f"executor-{index}"
+        self.start_one("executor", label, self._replica_port(index))
+        return label
+
+    def remove(self, label: str, timeout_s: float = 60.0) -> int:
+        """Stop one process cleanly (SIGTERM, as a scale-down does) and forget it (not restarted);
+        returns its exit status."""
+        proc = self.procs.pop(label)
+        proc.terminate()
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=10)
 
     def kill(self, label: str) -> None:
         """SIGKILL one process (a crash, not a clean stop) and forget it (it is not restarted)."""

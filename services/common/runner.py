@@ -18,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +43,9 @@ SERVICES = {
 
 JOBS = {"intent": "services.intent.app"}
 """Jobs: module with ``async run_job(run_id)``; they exit when done (``ise job intent``)."""
+
+THREAD_GRACE_S = 5.0
+"""How long a stopped service waits for worker threads still blocked in I/O before exiting."""
 
 
 @dataclass
@@ -85,6 +91,38 @@ def build_app(bus: EventBus, lifecycle: Lifecycle | None = None) -> FastStream:
 
 
 def run(app: FastStream) -> None:
-    """Run a service until SIGTERM/SIGINT; unknown ``ISE_*`` settings stop it before it starts."""
+    """Run a service until SIGTERM/SIGINT; unknown ``ISE_*`` settings stop it before it starts.
+
+    After the graceful stop (handlers cancelled, offsets committed, hooks run) worker threads may
+    still be blocked in a Docker call of a cancelled turn (a command that runs for minutes); the
+    process waits :data:`THREAD_GRACE_S` for them, then exits without them, which is as safe as
+    a SIGKILL (the next owner re-runs the turn) and keeps a scale-down or a rolling update fast.
+    """
     check_environment()
-    asyncio.run(app.run())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(app.run())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()  # does not wait for the default executor's threads
+    _exit_past_blocked_threads(THREAD_GRACE_S)
+
+
+def _exit_past_blocked_threads(grace_s: float) -> None:
+    deadline = time.monotonic() + grace_s
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    blocked = [
+        t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    if blocked:
+        logging.getLogger("ise.runner").warning(
+            "stopped; %d worker thread(s) still blocked after %.0fs (%s): exiting without them",
+            len(blocked),
+            grace_s,
+            ", ".join(blocked[:5]),
+        )
+        logging.shutdown()
+        os._exit(0)
