@@ -21,8 +21,8 @@ SHAPES = (
 
 
 COST = (
-    "The cost, over every verdict: each record's token usage (agent and user model; intent rendering is not "
-    "recorded) priced per model by services/common/llm/prices.yaml, overridden and extended by your own "
+    "The cost, over every verdict: each record's token usage (agent, user model and the intent's rendering) "
+    " priced per model by services/common/llm/prices.yaml, overridden and extended by your own "
     "file named by ISE_PRICES_FILE; total, mean and median per trajectory, per verdict; a model without "
     "a price shows n/a with the file to edit, a malformed price file stops with exit status 2."
 )

@@ -8,9 +8,10 @@ specific ``*``/``?`` pattern; a name found nowhere makes the record's cost unkno
 shown as ``n/a`` with a hint naming the file to edit), never 0.
 
 What is counted: each record's ``metadata.usage`` per role with the model ``metadata.models``
-names for it: the agent and the user model. The intent renderer's tokens are recorded nowhere
-(not in the record, the run's state or its logs), nor are attempts that ended in an
-infrastructure error (retried, never written), so no figure includes them.
+names for it: the agent, the user model and the intent's rendering (``intent``: every render
+attempt, with the intent's ``render_model``). Not in any record, so in no figure: the rendering
+of intents the gate rejected, and attempts that ended in an infrastructure error (retried,
+never written).
 
 API: :func:`load_prices`; :func:`record_cost` (one record's metadata) and
 :func:`cost_of_record` (a parsed record, as a viewer holds it); :func:`summarize_costs` (per run
@@ -36,7 +37,7 @@ from services.dedup.errors import PriceFileError
 from services.dedup.settings import PriceSettings
 
 PER_MILLION = 1_000_000
-COUNTED = "agent + user model only (intent rendering is not recorded)"
+COUNTED = "agent, user model and the intent's rendering (rejected intents' rendering is not in the records)"
 ENTRY_SHAPE = "{prompt: N, completion: N[, cached_prompt: N]} in USD per 1M tokens"
 
 

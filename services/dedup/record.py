@@ -75,8 +75,12 @@ def training_record(event: TrajectoryFinished) -> dict[str, Any]:
             },
             "verification_asked": event.verification_asked,
             "tool_results": [r.model_dump() for r in event.tool_results],
-            "usage": {"agent": event.usage_agent.model_dump(), "user": event.usage_user.model_dump()},
-            "models": event.models,
+            "usage": {
+                "agent": event.usage_agent.model_dump(),
+                "user": event.usage_user.model_dump(),
+                "intent": intent.render_usage.model_dump(),
+            },
+            "models": {**event.models, **({"intent": intent.render_model} if intent.render_model else {})},
             "seeds": {"intent": intent.seed, "episode": event.seed},
             "workspace_image": event.workspace_image,
             "session": {

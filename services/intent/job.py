@@ -47,14 +47,14 @@ async def generate(
         async with gate:  # drawn when a render slot is free, so steering sees the latest gains
             tup = sample_tuple(catalog, seed, await steering.current() if steering else None)
             try:
-                text, _usage, _attempts = await render(llm, tup, limits, settings.prompt)
+                text, usage, _attempts = await render(llm, tup, limits, settings.prompt)
             except RenderError as exc:
                 counts["render_failed"] += 1
                 await progress.count_once("render_failed", intent_id)
                 log.warning("intent %s not rendered: %s", intent_id, exc)
                 bar.update(1)
                 return
-        intent = tup.to_intent(intent_id, text, llm.model)
+        intent = tup.to_intent(intent_id, text, llm.model, usage)
         event = IntentProposed(**bus.envelope("proposed", progress.run_id, intent_id), intent=intent)
         await bus.publish(event, bus.topics.intents_proposed, intent_id)
         await progress.count_once("proposed", intent_id)

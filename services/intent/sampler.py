@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from services.common.contracts.intent import DomainRef, Intent, Persona, TaskRef
+from services.common.contracts.messages import Usage
 from services.common.steering import cell_label
 from services.intent.catalog import Catalog, Reference, Tier
 
@@ -30,8 +31,8 @@ class IntentTuple:
     tools: tuple[Reference, ...] = ()
     skills: tuple[Reference, ...] = ()
 
-    def to_intent(self, intent_id: str, text: str, render_model: str = "") -> Intent:
-        """The intent this tuple rendered to as ``text``."""
+    def to_intent(self, intent_id: str, text: str, render_model: str = "", usage: Usage | None = None) -> Intent:
+        """The intent this tuple rendered to as ``text`` (by ``render_model``, spending ``usage``)."""
         return Intent(
             intent_id=intent_id,
             text=text,
@@ -41,6 +42,7 @@ class IntentTuple:
             complexity=self.complexity,
             seed=self.seed,
             render_model=render_model,
+            render_usage=usage or Usage(),
             tools_used=[t.id for t in self.tools],
             skills_used=[s.id for s in self.skills],
         )

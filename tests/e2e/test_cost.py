@@ -19,7 +19,7 @@ from services.dedup.cost import usd
 from services.dedup.stats import iter_records
 from services.intent.settings import IntentSettings
 
-PRICES = {"default:agent": (3.0, 15.0), "default:user": (0.5, 2.0)}  # USD per 1M prompt, completion tokens
+PRICES = {"default:agent": (3.0, 15.0), "default:user": (0.5, 2.0), "default:intent": (1.0, 4.0)}  # USD per 1M prompt, completion tokens
 
 
 def independent_cost(record: dict) -> float:
@@ -46,8 +46,9 @@ async def test_a_runs_cost_follows_its_usage_and_the_price_file(
     assert records, "the run wrote no trajectory"
     for record in records:
         usage, models = record["metadata"]["usage"], record["metadata"]["models"]
-        assert set(usage) == {"agent", "user"} and models == {"agent": "default:agent", "user": "default:user"}
-        assert usage["agent"]["prompt_tokens"] > 0 and usage["user"]["completion_tokens"] > 0
+        assert models == {"agent": "default:agent", "user": "default:user", "intent": "default:intent"}
+        assert set(usage) == set(models) and usage["agent"]["prompt_tokens"] > 0
+        assert usage["user"]["completion_tokens"] > 0 and usage["intent"]["completion_tokens"] > 0
     each = [independent_cost(r) for r in records]
     total = sum(each)
 
@@ -65,7 +66,10 @@ async def test_a_runs_cost_follows_its_usage_and_the_price_file(
         assert figures["trajectories"] == len(mine) and figures["total_usd"] == pytest.approx(sum(mine), abs=1e-7)
     tokens = cost["tokens"]["agent"]
     assert tokens["prompt_tokens"] == sum(r["metadata"]["usage"]["agent"]["prompt_tokens"] for r in records)
-    assert cost["counted"] == "agent + user model only (intent rendering is not recorded)"
+    assert (
+        cost["counted"]
+        == "agent, user model and the intent's rendering (rejected intents' rendering is not in the records)"
+    )
 
     assert cli.main(["stats", str(result.run_dir), "--no-save"]) == 0
     table = capsys.readouterr().out
@@ -73,7 +77,7 @@ async def test_a_runs_cost_follows_its_usage_and_the_price_file(
 
     text = summary(result, "scripted", "scripted replies", env)
     assert f"  cost         {usd(cost['total_usd'])} total over {len(records)} trajectories" in text
-    assert "agent + user model only (intent rendering is not recorded)" in text
+    assert "agent, user model and the intent's rendering (rejected intents' rendering is not in the records)" in text
 
     # without the user's file the scripted models are free, and said to be: $0, not n/a
     monkeypatch.delenv("ISE_PRICES_FILE")

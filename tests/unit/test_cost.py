@@ -270,7 +270,10 @@ def test_ise_stats_prints_and_saves_the_cost(tmp_path: Path, monkeypatch, capsys
     shard(run, [with_usage("success", (10_000, 1_000), (5_000, 100), models), with_usage("failed", (0, 0), (1, 1), {})])
     assert cli.main(["stats", str(run)]) == 2 - 2
     out = capsys.readouterr().out
-    assert "[1] cost, every verdict: agent + user model only (intent rendering is not recorded)" in out
+    assert (
+        "[1] cost, every verdict: agent, user model and the intent's rendering (rejected intents' rendering is not in the records)"
+        in out
+    )
     assert "n/a total: 1 of 2 trajectories priced ($0.0300;" in out  # 10k x $2 + 1k x $10 per 1M; user free
     assert "n/a: records with tokens but no model named in metadata.models for agent (1), user (1)" in out
     assert "no price for" not in out

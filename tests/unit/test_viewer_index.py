@@ -265,6 +265,11 @@ def test_cost_per_trajectory_and_per_selection(tmp_path: Path) -> None:
     assert [e.cost_usd for e in index.entries] == [3.0, None]
     assert index.select(Query.parse({"verdict": ["success"]})).cost == "$3.0000 (mean $3.0000)"
     assert index.select(Query()).cost.startswith("n/a: 1 of 2 priced")
-    assert dict(trajectory(index.record(0), index.prices).cost) == {"agent": "$3.0000", "user": "$0", "total": "$3.0000"}
+    assert dict(trajectory(index.record(0), index.prices).cost) == {
+        "agent": "$3.0000",
+        "user": "$0",
+        "intent": "$0",
+        "total": "$3.0000",
+    }
     assert "no price for mystery-model" in dict(trajectory(index.record(1), index.prices).cost)["total"]
     assert 'id="cost"' in list_page(index, Query(), "data") and "cost agent" in trajectory_page(index, 0, "data")

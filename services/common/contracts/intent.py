@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from services.common.contracts.envelope import StrictModel
+from services.common.contracts.messages import Usage
 
 Complexity = Literal["simple", "medium", "complex"]
 
@@ -47,5 +48,8 @@ class Intent(StrictModel):
     seed: int = Field(description="Seed the tuple was sampled with (replay is deterministic).")
     source: Literal["rendered", "imported"] = "rendered"
     render_model: str = ""
+    render_usage: Usage = Field(
+        default_factory=Usage, description="Tokens the renderer spent on this intent, every attempt counted."
+    )
     tools_used: list[str] = Field(default_factory=list)
     skills_used: list[str] = Field(default_factory=list)
