@@ -19,7 +19,11 @@ from services.dedup.cost import usd
 from services.dedup.stats import iter_records
 from services.intent.settings import IntentSettings
 
-PRICES = {"default:agent": (3.0, 15.0), "default:user": (0.5, 2.0), "default:intent": (1.0, 4.0)}  # USD per 1M prompt, completion tokens
+PRICES = {
+    "default:agent": (3.0, 15.0),
+    "default:user": (0.5, 2.0),
+    "default:intent": (1.0, 4.0),
+}  # USD per 1M prompt, completion tokens
 
 
 def independent_cost(record: dict) -> float:
