@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -264,6 +266,34 @@ async def test_async_client(server: ScriptedLLMServer) -> None:
         assert agent.choices[0].message.tool_calls[0].function.name == "write"  # type: ignore[index]
     finally:
         await client.close()
+
+
+async def test_delay_holds_each_completion_and_serves_concurrent_ones_at_once() -> None:
+    with ScriptedLLMServer(delay_s=1.0) as slow:
+        client = openai.AsyncOpenAI(base_url=slow.base_url, api_key="scripted", max_retries=0, timeout=10)
+        try:
+            started = time.monotonic()
+            assert get_json(root(slow) + "/health") == {"status": "ok"}  # only completions wait
+            assert time.monotonic() - started < 0.5
+            started = time.monotonic()
+            replies = await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model="default:agent", tools=TOOLS, messages=[{"role": "user", "content": f"go {i}"}]
+                    )
+                    for i in range(2)
+                )
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            await client.close()
+    assert all(r.choices[0].message.tool_calls for r in replies)
+    assert 1.0 <= elapsed < 1.6, f"two concurrent 1 s completions took {elapsed:.2f} s (serialised: 2 s)"
+
+
+def test_negative_delay_is_refused() -> None:
+    with pytest.raises(ValueError, match="delay_s"):
+        ScriptedLLMServer(delay_s=-1)
 
 
 def test_standalone_cli_serves_until_sigterm() -> None:

@@ -14,6 +14,10 @@ Endpoints (stdlib ``ThreadingHTTPServer`` in a daemon thread)::
     GET  /_scripted/requests    the last requests received (?limit=N), oldest first
     POST /_scripted/reset       clear the request log and the scenario cache
 
+``delay_s`` (constructor, ``--delay-s``) holds every chat completion that long before it is
+answered, mimicking a remote model's latency for benchmarks (``bench/bench_scale.py``). Each
+connection has its own thread, so concurrent requests wait their delays at the same time.
+
 A scenario may start with ``extends: <other>``: its role sections are merged over the other's
 (two levels deep). Errors use OpenAI's shape ``{"error": {message, type, param, code}}``.
 
@@ -29,6 +33,7 @@ import logging
 import re
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +101,7 @@ class ScenarioStore:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256  # many replicas connect at once; the default backlog of 5 drops SYNs (1 s retries)
     app: ScriptedLLMServer
 
 
@@ -141,7 +147,8 @@ class ScriptedLLMServer:
     """The scripted OpenAI-compatible server; ``start()`` returns ``http://host:port/v1``.
 
     ``scripts_dirs`` are searched before the built-in ``scripts/`` directory, so tests can add
-    scenarios without touching the package. ``history`` bounds the request log.
+    scenarios without touching the package. ``history`` bounds the request log. ``delay_s``
+    holds each chat completion that many seconds (in its own thread) before answering.
     """
 
     def __init__(
@@ -150,8 +157,12 @@ class ScriptedLLMServer:
         port: int = 0,
         scripts_dirs: Iterable[Path | str] = (),
         history: int = DEFAULT_HISTORY,
+        delay_s: float = 0.0,
     ) -> None:
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be 0 or more seconds, not {delay_s}")
         self.host = host
+        self.delay_s = delay_s
         self.port = port
         self.scenarios = ScenarioStore([*(Path(d) for d in scripts_dirs), BUILTIN_SCRIPTS])
         self._log: deque[dict[str, Any]] = deque(maxlen=history)
@@ -218,6 +229,8 @@ class ScriptedLLMServer:
         """Answer one HTTP request: (status, JSON payload)."""
         route = (method, path)
         if route == ("POST", "/v1/chat/completions"):
+            if self.delay_s:
+                time.sleep(self.delay_s)  # this request's thread only: the others are served meanwhile
             return self._chat(raw)
         if route == ("GET", "/v1/models"):
             return 200, {"object": "list", "data": self.models()}
@@ -291,11 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--scripts-dir", action="append", default=[], help="extra scenario dir (repeatable)")
+    parser.add_argument(
+        "--delay-s",
+        type=float,
+        default=0.0,
+        help="seconds each chat completion waits before its answer, like a remote model (default 0)",
+    )
     args = parser.parse_args(argv)
+    if args.delay_s < 0:
+        parser.error("--delay-s must be 0 or more seconds")
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    with ScriptedLLMServer(args.host, args.port, args.scripts_dir) as server:
+    with ScriptedLLMServer(args.host, args.port, args.scripts_dir, delay_s=args.delay_s) as server:
         print(server.base_url, flush=True)
         stopping.wait()
     return 0
