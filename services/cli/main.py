@@ -4,6 +4,7 @@ ise run                 generate a small dataset end to end on the embedded stac
 ise service NAME        run one long-running service (dedup | simulator | executor)
 ise job intent          run the intent job of one run (publishes its intents, then exits)
 ise stack up|down|status
+ise stack docker-up|docker-down [NAME]   an extra dockerd (own socket and data root) for executor replicas
 ise stats PATH [PATH]   the paper's statistics of datasets (ours, the reference's, any OpenAI messages)
 ise view PATH           browse a dataset in a local web page (filters, search, each trajectory)
 ise export PATH --format reference|openai|sharegpt --out FILE   a dataset in a trainer's format
@@ -74,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="executor replicas (default 1); each has its own gRPC port, any of them serves any agent",
     )
+    run.add_argument(
+        "--docker-host",
+        action="append",
+        default=None,
+        metavar="DOCKER_HOST",
+        help="a Docker daemon for the executor replicas (repeat: replica i uses the (i mod n)-th; default: "
+        "the stack's). Each replica's workspaces live on its own daemon; the workspace image is loaded into "
+        "each first. `ise stack docker-up NAME` starts an extra local daemon and prints its DOCKER_HOST",
+    )
     run.add_argument("--out", type=Path, default=Path("out"), help="dataset root (default ./out)")
     run.add_argument("--max-turns", type=positive_int, default=None, help="user turns per episode (ISE_SIM_MAX_TURNS)")
     run.add_argument("--timeout", type=positive_float, default=1800, help="seconds before the run is abandoned")
@@ -95,9 +105,21 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("name", choices=JOBS)
     job.add_argument("--run-id", type=run_id_arg, default=None, help="the run the intents belong to (or ISE_RUN_ID)")
 
-    stack = sub.add_parser("stack", help="manage the embedded Kafka, Redis, Docker and workspace image")
-    stack.add_argument("action", choices=("up", "down", "status"))
-    stack.add_argument("--no-image", action="store_true", help="with up: skip the workspace image")
+    stack = sub.add_parser(
+        "stack",
+        help="manage the embedded Kafka, Redis, Docker and workspace image",
+        description="up: start what is missing and print the settings to use it; down: stop what `up` "
+        "started, and stop and delete every extra dockerd; status: one line per server. docker-up NAME: "
+        "start an extra dockerd on its own socket, data root and exec root (no container network), load "
+        "the workspace image into it and print its DOCKER_HOST, for an executor replica of its own "
+        "(`ise run --executors 2 --docker-host ... --docker-host ...`); docker-down NAME: stop it and "
+        "delete its files.",
+    )
+    stack.add_argument("action", choices=("up", "down", "status", "docker-up", "docker-down"))
+    stack.add_argument(
+        "name", nargs="?", default=None, help="with docker-up/docker-down: the extra daemon's name (default second)"
+    )
+    stack.add_argument("--no-image", action="store_true", help="with up or docker-up: skip the workspace image")
 
     intents_cmd.add_parser(sub)
     diversity_cmd.add_parser(sub)
@@ -144,11 +166,19 @@ def _job(name: str, run_id: str | None) -> int:
     return 0
 
 
-def _stack(action: str, no_image: bool) -> int:
-    from services.stack import stack
+def _stack(action: str, name: str | None, no_image: bool) -> int:
+    from services.stack import extra_docker, stack
 
     setup_logging("stack")
-    if action == "up":
+    if name is not None and not action.startswith("docker-"):
+        raise ConfigError(f"`ise stack {action}` takes no name; only docker-up and docker-down do")
+    if action == "docker-up":
+        extra = extra_docker.up(name or extra_docker.DEFAULT_NAME, with_image=not no_image)
+        print(f"DOCKER_HOST={extra.host}")
+    elif action == "docker-down":
+        gone = extra_docker.down(name or extra_docker.DEFAULT_NAME)
+        print("stopped and deleted" if gone else "not running; its files (if any) are deleted")
+    elif action == "up":
         endpoints = stack.up(with_image=not no_image)
         for key, value in endpoints.env().items():
             print(f"{key}={value}")
@@ -170,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "job":
         return _job(args.name, args.run_id)
     if args.command == "stack":
-        return _stack(args.action, args.no_image)
+        return _stack(args.action, args.name, args.no_image)
     if args.command == "diversity":
         return diversity_cmd.run(args)
     if args.command == "intents":

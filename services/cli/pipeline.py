@@ -12,8 +12,10 @@ so no other local process can reach the run's workspaces.
 Grounding: unless the environment says otherwise, the executor's gRPC Workspaces API gets a free
 loopback port and the simulator is pointed at it (``ISE_SIM_WORKSPACES_ADDR``), so the user model
 sees the real workspace state.  Only the first executor replica binds that port; further
-replicas get a free port each (so external agents can reach any of them), and the first one
-answers ``Inspect`` for every episode, since workspaces are found by name in Docker.
+replicas get a free port each (so external agents can reach any of them), and the simulator asks
+each in turn for ``Inspect`` (a replica on another Docker host answers NOT_FOUND and passes on).
+With ``docker_hosts`` the executor replicas use those Docker daemons, round robin; the run's
+leftover workspaces are removed from each of them at the end.
 """
 
 from __future__ import annotations
@@ -163,9 +165,11 @@ async def run_pipeline(
     timeout_s: float,
     executors: int = 1,
     on_listening: Callable[[list[str]], None] | None = None,
+    docker_hosts: list[str] | None = None,
 ) -> RunResult:
     """Run one generation end to end with the services in ``env`` (Kafka, Redis, LLM settings),
-    ``executors`` executor replicas; ``on_listening`` gets their gRPC addresses once they start."""
+    ``executors`` executor replicas (on ``docker_hosts``, round robin, if given); ``on_listening``
+    gets their gRPC addresses once they start."""
 
     async def intent_job(pipeline: LocalPipeline, store: StateStore) -> dict[str, Any]:
         pipeline.start_one("intent", "intent-job", {"ISE_RUN_ID": run_id, **settings_env(intents)})
@@ -173,7 +177,7 @@ async def run_pipeline(
         diversity = await wait_for_diversity(store, run_id, int(snap.get("accepted", 0)))
         return {"progress": snap, "intent_diversity": diversity}
 
-    return await run_services(run_id, env, out_dir, intent_job, executors, on_listening)
+    return await run_services(run_id, env, out_dir, intent_job, executors, on_listening, docker_hosts)
 
 
 async def run_services(
@@ -183,6 +187,7 @@ async def run_services(
     work: Callable[[LocalPipeline, StateStore], Awaitable[dict[str, Any]]],
     executors: int = 1,
     on_listening: Callable[[list[str]], None] | None = None,
+    docker_hosts: list[str] | None = None,
 ) -> RunResult:
     """Start dedup, simulator and ``executors`` executors scoped to ``run_id``, run ``work`` (start
     the run's work and wait for it: the intent job for ``ise run``, published tasks for ``ise replay
@@ -192,7 +197,7 @@ async def run_services(
     run_dir = out_dir / run_id
     log_dir = run_dir / "logs"
     env = scoped_to(with_workspaces_grounding({**env, "ISE_DEDUP_DATASET_DIR": str(out_dir)}), run_id)
-    pipeline = LocalPipeline(env, log_dir, replicas={"executor": executors})
+    pipeline = LocalPipeline(env, log_dir, replicas={"executor": executors}, docker_hosts=docker_hosts)
     store = StateStore(RedisSettings(**_redis_overrides(env)))
     _cancel_on_sigterm()
     pipeline.start()
@@ -206,7 +211,8 @@ async def run_services(
     finally:
         pipeline.stop()
         await store.close()
-        await asyncio.to_thread(remove_run_workspaces, env, run_id)
+        for host in pipeline.executor_docker_hosts():
+            await asyncio.to_thread(remove_run_workspaces, env, run_id, host)
     run_dir.mkdir(parents=True, exist_ok=True)
     stats = write_stats(run_dir, {"run_id": run_id, **extra})
     logs = {p.stem: p for p in sorted(log_dir.glob("*.log"))}
@@ -236,22 +242,31 @@ def external_agent_hint(env: dict[str, str], addresses: list[str]) -> str:
     return "\n".join([head, *commands])
 
 
-def remove_run_workspaces(env: dict[str, str], run_id: str) -> int:
-    """Remove the workspaces the run's executors left (episodes cut short by a stop or an error):
-    the run's services are gone, nobody else will resume them. Returns how many were removed."""
+def remove_run_workspaces(env: dict[str, str], run_id: str, docker_host: str | None = None) -> int:
+    """Remove the workspaces the run's executors left on ``docker_host`` (default: the environment's
+    daemon; episodes cut short by a stop or an error): the run's services are gone, nobody else
+    will resume them. Returns how many were removed."""
     from services.executor.settings import ExecutorSettings
     from services.executor.workspace.docker_backend import DockerWorkspaceBackend
+    from services.stack.docker_daemon import client_for
 
     defaults = ExecutorSettings.model_construct()
     prefix = env.get("ISE_EXEC_CONTAINER_PREFIX") or defaults.container_prefix
-    backend = DockerWorkspaceBackend(defaults.image, defaults.limits(), name_prefix=prefix)  # lists and removes only
     try:
-        left = backend.list_workspaces(run_id)
+        client = client_for(docker_host)
     except Exception as exc:  # Docker gone: the reaper of a later executor removes them
-        log.warning("could not list run %s's workspaces: %s", run_id, exc)
+        log.warning("could not reach %s to remove run %s's workspaces: %s", docker_host or "Docker", run_id, exc)
         return 0
-    for info in left:
-        backend.close(info.episode_id)
+    backend = DockerWorkspaceBackend(defaults.image, defaults.limits(), name_prefix=prefix, client=client)
+    try:
+        left = backend.list_workspaces(run_id)  # this backend only lists and removes
+        for info in left:
+            backend.close(info.episode_id)
+    except Exception as exc:
+        log.warning("could not remove run %s's workspaces on %s: %s", run_id, docker_host or "Docker", exc)
+        return 0
+    finally:
+        client.close()
     if left:
         log.info("removed %d workspace(s) of run %s left by its stop", len(left), run_id)
     return len(left)

@@ -12,12 +12,15 @@ from pathlib import Path
 
 from services.cli.llm_setup import llm_plan
 from services.cli.pipeline import RunResult, run_pipeline
+from services.common.errors import ConfigError
 from services.common.ids import new_run_id
 from services.common.logs import setup_logging
 from services.common.settings_check import check_environment
 from services.dedup.cost import describe, load_prices
 from services.intent.settings import IntentSettings
 from services.stack import stack
+from services.stack.docker_daemon import answers
+from services.stack.workspace_image import copy_workspace_image
 
 log = logging.getLogger("ise.run")
 
@@ -28,8 +31,11 @@ def run_command(args: argparse.Namespace) -> int:
     load_prices()  # so does a bad price file (ISE_PRICES_FILE), rather than the summary at the end
     run_id = args.run_id or new_run_id()
     out = args.out.resolve()
+    docker_hosts = answering_docker_hosts(args.docker_host or [])  # bad input fails before anything starts
     log.info("run %s: bringing up the embedded stack (first time: installs jars, builds the image)", run_id)
     endpoints = stack.up()
+    for host in dict.fromkeys(docker_hosts):
+        copy_workspace_image(host, endpoints.workspace_image)
     with llm_plan(args.llm, scenario=args.scenario, log_dir=out / run_id / "logs") as plan:
         log.info("LLM: %s - %s", plan.mode, plan.quality)
         env = {**endpoints.env(), **plan.env}
@@ -39,12 +45,27 @@ def run_command(args: argparse.Namespace) -> int:
             env.update(external_agent_env())
         intents = IntentSettings(count=args.intents, seed=args.seed)
         try:
-            result = asyncio.run(run_pipeline(run_id, env, out, intents, args.timeout, executors=args.executors))
+            result = asyncio.run(
+                run_pipeline(
+                    run_id, env, out, intents, args.timeout, executors=args.executors, docker_hosts=docker_hosts
+                )
+            )
         except asyncio.CancelledError:
             log.warning("run %s stopped by SIGTERM; every service it started was stopped", run_id)
             return 143
     print(summary(result, plan.mode, plan.quality, env))
     return 0
+
+
+def answering_docker_hosts(hosts: list[str]) -> list[str]:
+    """``--docker-host`` values, each checked to answer (a ConfigError names the one that does not)."""
+    for host in dict.fromkeys(hosts):
+        if not answers(host=host):
+            raise ConfigError(
+                f"--docker-host {host}: no Docker daemon answers there; start it (`ise stack docker-up NAME` "
+                "starts an extra local one and prints its DOCKER_HOST) or leave the option out"
+            )
+    return hosts
 
 
 def external_agent_env() -> dict[str, str]:

@@ -20,4 +20,9 @@ class ExecEpisode(StrictModel):
     messages: list[ChatMessage] = Field(default_factory=list, description="system, user, assistant, tool...")
     last_turn: AgentTurn | None = None
     workspace_image: str = ""
+    workspace_id: str = Field(
+        "",
+        description="The container the episode runs in: a later turn that finds another one (a replica on "
+        "another Docker host, a removed workspace) must not go on in it.",
+    )
     web_seen: int = Field(0, description="Exchanges of the egress recording already attached to a turn.")

@@ -3,7 +3,10 @@
 What a turn means (execute, redelivered, stale, unknown episode, close) and the answer's shape
 are decided by the pure ``turns.TurnLogic``; this module does the I/O: Redis state, the
 workspace, the agent loop, publishing. A close removes the workspace. Any failure while
-executing becomes an ``infrastructure_error`` turn, never a crash or a stall.
+executing becomes an ``infrastructure_error`` turn, never a crash or a stall; so does a later
+turn whose workspace is not the container its earlier turns ran in (the episode moved to a
+replica on another Docker host, or the workspace was removed): going on in a fresh, empty one
+would record work on files that are not there.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from services.common.metrics import AGENT_TURNS
 from services.common.state import StateStore
 from services.executor.agent_loop import LoopConfig, run_turn
 from services.executor.episode import ExecEpisode
-from services.executor.errors import UnknownEpisodeError
+from services.executor.errors import UnknownEpisodeError, WorkspaceUnavailable
 from services.executor.external_turns import Handoff
 from services.executor.runtime_prompt import AgentWorld
 from services.executor.settings import ExecutorSettings
@@ -148,6 +151,14 @@ class ExecutorService:
         """The episode's workspace exists (made or found by name), its skills are installed and its
         runtime prompt is the conversation's system message, and its start is marked."""
         info = await asyncio.to_thread(self.backend.create, event.episode_id, event.run_id)
+        if state.workspace_id and info.workspace_id != state.workspace_id:
+            await asyncio.to_thread(self.backend.close, event.episode_id)  # the empty stand-in just made
+            raise WorkspaceUnavailable(
+                f"the workspace of {event.episode_id} (container {state.workspace_id[:12]}) is not on this "
+                "replica's Docker host: the episode ran on another one before a rebalance, or its workspace "
+                "was removed; a fresh one would lack its files, so the episode is retried"
+            )
+        state.workspace_id = info.workspace_id
         state.workspace_image = info.image_digest or info.image
         if not state.messages:
             prompt = await asyncio.to_thread(self._set_up_world, event.episode_id)

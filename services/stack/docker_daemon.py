@@ -7,7 +7,10 @@ storage driver; the flags that worked are remembered per machine; first of all, 
 root so workspaces can get a disk quota, see ``quota_root.py``), the state file and log
 of a daemon it started, and stopping that daemon again.  It never stops a daemon it did not
 start.  Concurrent callers are serialised with a per-machine lock file, so two processes calling
-:func:`ensure_docker` at once start at most one daemon, whatever their stack dirs.
+:func:`ensure_docker` at once start at most one daemon, whatever their stack dirs.  A
+:class:`DaemonSpec` says how to start one daemon (socket, files, flags); :func:`ensure_daemon` and
+:func:`stop_daemon` serve extra daemons too (``extra_docker.py``: one per socket, data root and
+exec root), so nothing here assumes the default socket.
 
 State dir: ``$ISE_STACK_DIR`` or ``~/.cache/ise/stack`` (``dockerd.log``, ``dockerd.json``);
 per machine: ``~/.cache/ise/dockerd.lock`` and ``dockerd.flags.json``.  ``ISE_DOCKERD_FLAGS``
@@ -79,32 +82,62 @@ def docker_host() -> str:
     return StackSettings().docker_host or DEFAULT_SOCKET
 
 
-def _client(timeout_s: float = 5.0) -> docker.DockerClient:
-    return docker.from_env(timeout=max(1, int(timeout_s)))
+@dataclass(frozen=True)
+class DaemonSpec:
+    """How to start one dockerd: where it listens, what the stack dir remembers it as, the flags
+    that place its files (pidfile, exec root, data root, config file) and the flag sets to try
+    (``None``: the probed and remembered ones of the default daemon, btrfs data root first)."""
+
+    host: str
+    record: str = NAME
+    pidfile: Path | None = DEFAULT_PIDFILE
+    layout: tuple[str, ...] = ()
+    flag_sets: tuple[tuple[str, ...], ...] | None = None
+
+    @property
+    def own_files(self) -> bool:
+        """False for a daemon on Docker's default files (pidfile, exec root, data root)."""
+        return bool(self.layout)
 
 
-def _ping(timeout_s: float = 5.0) -> bool:
-    client = _client(timeout_s)
+def default_spec() -> DaemonSpec:
+    """The daemon at ``DOCKER_HOST`` (default socket), started on Docker's default files."""
+    host = docker_host()
+    return DaemonSpec(host=host, pidfile=DEFAULT_PIDFILE if host == DEFAULT_SOCKET else None)
+
+
+def client_for(host: str | None = None, timeout_s: float = 60.0) -> docker.DockerClient:
+    """A Docker client for ``host``; for ``None`` or ``DOCKER_HOST`` itself, from the environment
+    (so its TLS settings apply too)."""
+    timeout = max(1, int(timeout_s))
+    if host is None or host == docker_host():
+        return docker.from_env(timeout=timeout)
+    return docker.DockerClient(base_url=host, timeout=timeout)
+
+
+def _ping(timeout_s: float = 5.0, host: str | None = None) -> bool:
+    client = client_for(host, timeout_s)
     try:
         return bool(client.ping())
     finally:
         client.close()
 
 
-def answers(timeout_s: float = 5.0) -> bool:
-    """True when a Docker daemon answers a ping at ``DOCKER_HOST`` (or the default socket)."""
+def answers(timeout_s: float = 5.0, host: str | None = None) -> bool:
+    """True when a Docker daemon answers a ping at ``host`` (default: ``DOCKER_HOST`` or the default socket)."""
     try:
-        return _ping(timeout_s)
+        return _ping(timeout_s, host)
     except (DockerException, OSError) as exc:
-        log.debug("no Docker daemon at %s: %s", docker_host(), exc)
+        log.debug("no Docker daemon at %s: %s", host or docker_host(), exc)
         return False
 
 
-def docker_info(client: docker.DockerClient | None = None) -> DockerInfo:
-    """Summary of the daemon at ``DOCKER_HOST``; raises :class:`StackError` when none answers."""
+def docker_info(client: docker.DockerClient | None = None, host: str | None = None) -> DockerInfo:
+    """Summary of the daemon at ``host`` (default ``DOCKER_HOST``); :class:`StackError` when none answers."""
     own = client is None
+    where = host or docker_host()
     try:
-        cli = client or _client()
+        cli = client or client_for(host, 5.0)
         try:
             info = cli.info()
             version = cli.version()
@@ -112,9 +145,9 @@ def docker_info(client: docker.DockerClient | None = None) -> DockerInfo:
             if own:
                 cli.close()
     except (DockerException, OSError) as exc:
-        raise StackError(f"no Docker daemon answers at {docker_host()}: {exc}") from exc
+        raise StackError(f"no Docker daemon answers at {where}: {exc}") from exc
     return DockerInfo(
-        host=docker_host(),
+        host=where,
         server_version=str(version.get("Version", "?")),
         api_version=str(version.get("ApiVersion", "?")),
         storage_driver=str(info.get("Driver", "?")),
@@ -141,12 +174,12 @@ def _is_quota_flag(flag: str, quota: tuple[str, ...]) -> bool:
     return flag in quota or flag.startswith("--data-root=") or flag == "--storage-driver=btrfs"
 
 
-def _starting_pid(host: str) -> int | None:
-    """Pid of a dockerd that holds the default pidfile but may not answer yet."""
-    if host != DEFAULT_SOCKET:
+def dockerd_pid(pidfile: Path | None) -> int | None:
+    """Pid of a live dockerd holding ``pidfile`` (it may not answer yet)."""
+    if pidfile is None:
         return None
     with contextlib.suppress(OSError, ValueError):
-        pid = int(DEFAULT_PIDFILE.read_text().strip())
+        pid = int(pidfile.read_text().strip())
         if is_alive(pid) and "dockerd" in Path(f"/proc/{pid}/comm").read_text():
             return pid
     return None
@@ -164,7 +197,8 @@ def _dockerd_binary() -> str:
     return found
 
 
-def _start(host: str, sdir: Path, deadline: float) -> None:
+def _start(spec: DaemonSpec, sdir: Path, deadline: float) -> None:
+    host = spec.host
     if not host.startswith("unix://"):
         raise StackError(
             f"DOCKER_HOST={host} does not answer; only a local unix-socket daemon "
@@ -175,17 +209,25 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
             "no Docker daemon answers and starting dockerd needs root: run "
             "`sudo dockerd &` (or rootless Docker) and set DOCKER_HOST if needed"
         )
+    default_files = dockerd_pid(DEFAULT_PIDFILE)
+    if not spec.own_files and host != DEFAULT_SOCKET and default_files is not None:
+        raise StackError(
+            f"DOCKER_HOST={host} does not answer, and a dockerd (pid {default_files}) already runs on Docker's "
+            "default pidfile, exec root and data root, which a second daemon cannot share: start one with "
+            "files of its own with `ise stack docker-up NAME` and use the DOCKER_HOST it prints"
+        )
     binary = _dockerd_binary()
     sdir.mkdir(parents=True, exist_ok=True)  # a fresh machine has no state dir yet
-    log_path = sdir / f"{NAME}.log"
+    log_path = sdir / f"{spec.record}.log"
     host_args = () if host == DEFAULT_SOCKET else ("--host", host)
     failures: list[str] = []
-    quota = () if StackSettings().dockerd_flags is not None else quota_root.dockerd_flags()
-    for flags in _flag_candidates(quota):
+    probing = spec.flag_sets is None
+    quota = () if not probing or StackSettings().dockerd_flags is not None else quota_root.dockerd_flags()
+    for flags in _flag_candidates(quota) if spec.flag_sets is None else spec.flag_sets:
         remaining = deadline - time.monotonic()
         if remaining <= 1:
             break
-        argv = [binary, *host_args, *flags]
+        argv = [binary, *host_args, *spec.layout, *flags]
         with log_path.open("a") as fh:
             fh.write(f"\n=== ise: {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {shlex.join(argv)}\n")
         log.info("starting %s (log: %s)", shlex.join(argv), log_path)
@@ -193,7 +235,7 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
         proc = spawn(argv, log_path=log_path)
         try:
             wait_until(
-                lambda: _ping(2.0) or _raise("ping returned false"),
+                lambda: _ping(2.0, host) or _raise("ping returned false"),
                 what="dockerd",
                 timeout_s=remaining,
                 pid=proc.pid,
@@ -205,15 +247,15 @@ def _start(host: str, sdir: Path, deadline: float) -> None:
             stop(proc.pid, timeout_s=5)
             if not died:
                 raise
-            if answers():  # another dockerd (started by hand, say) won the race
+            if answers(host=host):  # another dockerd (started by hand, say) won the race
                 log.info("dockerd %s exited, but a daemon answers now; using it", list(flags))
                 return
             failures.append(f"flags {list(flags)}: {exc}")
             log.warning("dockerd %s exited while starting; trying the next flags", list(flags))
             continue
         log.info("dockerd answers after %.1fs (pid %d, flags %s)", time.monotonic() - started, proc.pid, list(flags))
-        ServerRecord(name=NAME, pid=proc.pid, address=host, log_path=str(log_path)).save(sdir)
-        if StackSettings().dockerd_flags is None:  # remember what worked on this machine
+        ServerRecord(name=spec.record, pid=proc.pid, address=host, log_path=str(log_path)).save(sdir)
+        if probing and StackSettings().dockerd_flags is None:  # remember what worked on this machine
             FLAGS_PATH.parent.mkdir(parents=True, exist_ok=True)
             FLAGS_PATH.write_text(json.dumps([f for f in flags if not _is_quota_flag(f, quota)]))
         return
@@ -225,38 +267,48 @@ def _raise(message: str) -> bool:
     raise StackError(message)
 
 
-def ensure_docker(timeout_s: float = 60) -> str:
-    """Make sure a Docker daemon answers; start ``dockerd`` if none does.  Returns its summary.
+def ensure_daemon(spec: DaemonSpec, sdir: Path, lock_path: Path, timeout_s: float = 60) -> bool:
+    """Make sure the daemon of ``spec`` answers; start it if none does (True: this call started it).
 
     Idempotent: with a daemon already answering (ours, the system's, or one started by hand),
     it only pings it.  Raises :class:`StackError` with the daemon log's tail on failure.
     """
     deadline = time.monotonic() + timeout_s
-    host = docker_host()
-    if not answers():
-        with file_lock(LOCK_PATH, timeout_s):
-            pid = _starting_pid(host)
-            if answers():
-                pass
-            elif pid is not None:
-                log.info("dockerd pid %d is starting; waiting for it to answer", pid)
-                wait_until(
-                    lambda: _ping(2.0) or _raise("ping returned false"),
-                    what="dockerd",
-                    timeout_s=max(1.0, deadline - time.monotonic()),
-                    pid=pid,
-                )
-            else:
-                _start(host, state_dir(), deadline)
+    if answers(host=spec.host):
+        return False
+    with file_lock(lock_path, timeout_s):
+        pid = dockerd_pid(spec.pidfile)
+        if answers(host=spec.host):
+            return False
+        if pid is not None:
+            log.info("dockerd pid %d is starting; waiting for it to answer", pid)
+            wait_until(
+                lambda: _ping(2.0, spec.host) or _raise("ping returned false"),
+                what="dockerd",
+                timeout_s=max(1.0, deadline - time.monotonic()),
+                pid=pid,
+            )
+            return False
+        _start(spec, sdir, deadline)
+        return True
+
+
+def ensure_docker(timeout_s: float = 60) -> str:
+    """Make sure a Docker daemon answers at ``DOCKER_HOST``; start ``dockerd`` if none does.  Returns its summary."""
+    ensure_daemon(default_spec(), state_dir(), LOCK_PATH, timeout_s)
     summary = str(docker_info())
     log.info("%s", summary)
     return summary
 
 
 def stop_docker(timeout_s: float = 30.0) -> bool:
-    """Stop the daemon :func:`_start` started (never anyone else's).  True if one was stopped."""
-    sdir = state_dir()
-    record = ServerRecord.load(sdir, NAME)
+    """Stop the daemon :func:`ensure_docker` started (never anyone else's).  True if one was stopped."""
+    return stop_daemon(state_dir(), NAME, timeout_s)
+
+
+def stop_daemon(sdir: Path, name: str, timeout_s: float = 30.0) -> bool:
+    """Stop the daemon recorded as ``name`` in ``sdir`` (one this module started).  True if one was."""
+    record = ServerRecord.load(sdir, name)
     if record is None:
         return False
     if is_alive(record.pid):
@@ -267,7 +319,7 @@ def stop_docker(timeout_s: float = 30.0) -> bool:
         while is_alive(record.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         stop(record.pid, timeout_s=5)  # then whatever is left of its process group
-    ServerRecord.forget(sdir, NAME)
+    ServerRecord.forget(sdir, name)
     return True
 
 

@@ -2,7 +2,8 @@
 for agents (the local web behind the egress proxy: ``web_servers.py``).
 
 ``up`` starts what is missing (idempotent) and remembers the servers in the stack dir, so a
-later ``up`` reuses them and ``down`` stops them. ``ISE_KAFKA_BOOTSTRAP`` / ``ISE_REDIS_URL``
+later ``up`` reuses them and ``down`` stops them, and the extra Docker daemons of the stack dir
+(``extra_docker.py``), whose files it deletes. ``ISE_KAFKA_BOOTSTRAP`` / ``ISE_REDIS_URL``
 point at servers you run yourself; then nothing is started for them.
 """
 
@@ -15,6 +16,7 @@ from urllib.parse import urlparse
 
 from services.common.locks import file_lock
 from services.common.settings import DEFAULT_KAFKA_PORT, DEFAULT_REDIS_PORT, KafkaSettings, RedisSettings, settings_env
+from services.stack import extra_docker
 from services.stack.docker_daemon import answers as docker_answers
 from services.stack.docker_daemon import ensure_docker, state_dir
 from services.stack.kafka_broker import EmbeddedKafka, probe_kafka
@@ -122,7 +124,7 @@ def up(
 
 
 def down(*, stack_dir: Path | None = None) -> list[str]:
-    """Stop the servers this stack started (the Docker daemon is left running)."""
+    """Stop the servers this stack started and its extra Docker daemons (the first one is left running)."""
     sdir = stack_dir or state_dir()
     stopped = []
     for name in SERVERS:
@@ -131,7 +133,7 @@ def down(*, stack_dir: Path | None = None) -> list[str]:
             stop(record.pid)  # type: ignore[union-attr]
             stopped.append(name)
         ServerRecord.forget(sdir, name)
-    return stopped
+    return stopped + [f"docker:{name}" for name in extra_docker.down_all(sdir)]
 
 
 def status(*, stack_dir: Path | None = None) -> list[tuple[str, str, str]]:
@@ -143,7 +145,7 @@ def status(*, stack_dir: Path | None = None) -> list[tuple[str, str, str]]:
         state = "running" if _alive(record) else ("stopped" if record else "not started")
         rows.append((name, state, record.address if record else "-"))
     rows.append(("docker", "running" if docker_answers() else "not answering", StackSettings().docker_host))
-    return rows
+    return rows + extra_docker.status(sdir)
 
 
 __all__ = ["Endpoints", "StackError", "down", "status", "up"]

@@ -7,7 +7,9 @@ happens only when the tag is missing, that label differs from the script's curre
 ``rebuild=True``.  An image under the tag without the label (for example one built from
 ``deploy/workspace/Dockerfile`` on a machine with a registry) is used as it is.  Builds are
 serialised with a lock file so concurrent callers build once; the image a rebuild replaces is
-removed when no container uses it.
+removed when no container uses it.  :func:`copy_workspace_image` loads the image into another
+daemon (an executor replica's own Docker host) from this one, streamed like ``docker save |
+docker load``: seconds, not a second build.
 
 Run as ``python -m services.stack.workspace_image [--rebuild] [TAG]``.
 """
@@ -33,7 +35,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.images import Image
 
 from services.common.locks import file_lock
-from services.stack.docker_daemon import ensure_docker
+from services.stack.docker_daemon import client_for, ensure_docker
 from services.stack.procs import StackError, stop
 
 log = logging.getLogger(__name__)
@@ -237,6 +239,39 @@ def ensure_workspace_image(
         raise StackError(f"Docker error while ensuring the workspace image {tag}: {exc}") from exc
     finally:
         client.close()
+
+
+def copy_workspace_image(host: str, tag: str = DEFAULT_TAG) -> tuple[ImageInfo, float]:
+    """Make the daemon at ``host`` hold the same workspace image as the stack's (``DOCKER_HOST``,
+    built there first if needed): nothing to do when it has that image id under ``tag`` already,
+    else the image is streamed from one daemon into the other.  Returns the image as ``host``
+    has it and the seconds the copy took (0.0: none was needed)."""
+    wanted = ensure_workspace_image(tag)
+    try:
+        source, target = client_for(None, BUILD_TIMEOUT_S), client_for(host, BUILD_TIMEOUT_S)
+    except DockerException as exc:
+        raise StackError(f"no Docker daemon answers at {host} to load the workspace image into: {exc}") from exc
+    try:
+        have = _current(target, tag)
+        if have is not None and have.id == wanted.id:
+            return _info(have, tag, built=False), 0.0
+        started = time.monotonic()
+        log.info("loading the workspace image %s (%.0f MB) into the daemon at %s", tag, wanted.size / 1e6, host)
+        target.images.load(source.api.get_image(tag))
+        loaded = _current(target, tag)
+        if loaded is None or loaded.id != wanted.id:
+            raise StackError(f"loading {tag} into the daemon at {host} did not leave image {wanted.id[:19]} there")
+        if have is not None:
+            with contextlib.suppress(APIError, ImageNotFound):
+                target.images.remove(have.id)  # the image the tag named before, when no container uses it
+        seconds = time.monotonic() - started
+        log.info("workspace image %s loaded into %s in %.1fs", tag, host, seconds)
+        return _info(loaded, tag, built=False), seconds
+    except DockerException as exc:
+        raise StackError(f"Docker error while copying the workspace image {tag} to {host}: {exc}") from exc
+    finally:
+        source.close()
+        target.close()
 
 
 def main(argv: list[str] | None = None) -> int:
