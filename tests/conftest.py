@@ -24,7 +24,7 @@ from services.executor.settings import ExecutorSettings
 from services.stack import stack
 from services.stack.procs import free_port
 
-TIERS = ("unit", "integration", "e2e", "faults")
+TIERS = ("unit", "integration", "e2e", "faults", "compose")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -52,6 +52,10 @@ TOOLING = frozenset(
         "ISE_WEB_CACHE_DIR",  # the local web's built corpus and index (services/web/cache.py)
         "ISE_EGRESS_MITMDUMP",  # another mitmdump binary (services/egress/launcher.py)
         "ISE_EGRESS_SECRET_FILE",  # read by the proxy's addon inside mitmdump
+        "ISE_COMPOSE_VERSION",  # scripts/install_compose.sh: the Compose release it builds
+        "ISE_COMPOSE_PLUGIN_DIR",
+        "ISE_LLM_ENV_FILE",  # compose.yaml: the services' env file (deploy/compose/*.env)
+        "ISE_OUT_DIR",  # compose.yaml: the host folder mounted as the dataset dir
     }
 )
 """Variables read by the stack's scripts and tooling rather than by a settings class."""

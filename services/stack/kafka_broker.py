@@ -3,9 +3,10 @@
 Owns: fetching the broker's jars from Maven Central once (``deploy/kafka/pom.xml``, cached in
 ``~/.cache/ise/kafka-libs`` or ``$ISE_KAFKA_LIBS``), rendering ``server.properties`` from
 ``deploy/kafka/server.properties.template``, formatting the storage directory, launching
-``java kafka.Kafka`` detached on loopback ports, a readiness probe that speaks the Kafka wire
-protocol, and stopping the broker.  Used by integration tests and ``ise stack up``; when
-``ISE_KAFKA_BOOTSTRAP`` is set callers use that broker instead and never come here.
+``java kafka.Kafka`` detached on loopback ports, waiting until ``kafka_probe`` finds it ready,
+and stopping the broker.  Used by integration tests and ``ise stack up``; when
+``ISE_KAFKA_BOOTSTRAP`` is set callers use that broker instead and never come here.  The compose
+Kafka image (``services/stack/compose_images.py``) is built from the same jars and template.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import base64
 import contextlib
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from services.common.locks import file_lock
+from services.stack.kafka_probe import probe_kafka
 from services.stack.procs import (
     ServerRecord,
     StackError,
@@ -111,6 +111,18 @@ def ensure_kafka_jars(libs_dir: Path | None = None) -> Path:
     return libs_dir
 
 
+def server_properties(*, port: int, controller_port: int, log_dirs: Path | str, auto_create_topics: bool) -> str:
+    """``deploy/kafka/server.properties.template`` rendered for node 1 (loopback listeners; the
+    compose image overrides them at start, see ``deploy/kafka/entrypoint.sh``)."""
+    return TEMPLATE_PATH.read_text().format(
+        node_id=1,
+        port=port,
+        controller_port=controller_port,
+        log_dirs=log_dirs,
+        auto_create_topics=str(auto_create_topics).lower(),
+    )
+
+
 def java_executable() -> str:
     """``$JAVA_HOME/bin/java`` when set, else ``java`` from PATH."""
     java_home = os.environ.get("JAVA_HOME")
@@ -128,37 +140,6 @@ def new_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):  # Kafka never issues ids that look like a CLI flag
             return text
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("Kafka closed the connection mid-response")
-        chunks += chunk
-    return bytes(chunks)
-
-
-def probe_kafka(host: str, port: int, timeout_s: float = 2.0) -> int:
-    """Send a real Metadata (v7) request; return how many live brokers the cluster reports.
-
-    Raises when the port does not answer, does not speak Kafka, or lists no broker yet (in
-    KRaft a broker appears in metadata only once it is registered and unfenced).
-    """
-    correlation_id, client_id = 0x15E, b"ise-ready-probe"
-    header = struct.pack(">hhih", 3, 7, correlation_id, len(client_id)) + client_id  # Metadata v7
-    request = header + struct.pack(">ib", -1, 0)  # all topics (null array), no auto-creation
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        response = _recv_exact(sock, size)
-    got_id, _throttle_ms, brokers = struct.unpack_from(">iii", response)
-    if got_id != correlation_id:
-        raise ConnectionError(f"not a Kafka reply (correlation id {got_id})")
-    if brokers < 1:
-        raise ConnectionError("Kafka answered but no broker is registered yet")
-    return brokers
 
 
 class EmbeddedKafka:
@@ -247,12 +228,11 @@ class EmbeddedKafka:
     def _write_config(self) -> None:
         self.log_dirs.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            TEMPLATE_PATH.read_text().format(
-                node_id=1,
+            server_properties(
                 port=self.port,
                 controller_port=self.controller_port,
                 log_dirs=self.log_dirs,
-                auto_create_topics=str(self.auto_create_topics).lower(),
+                auto_create_topics=self.auto_create_topics,
             )
         )
 
