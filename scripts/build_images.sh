@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the compose stack's images on the local Docker daemon, with no registry:
-#   ise-workspace (the base: Debian bookworm from debootstrap), ise-kafka, ise-redis, ise-services.
+#   ise-workspace (the base: Debian bookworm from debootstrap), ise-kafka, ise-redis, ise-prometheus, ise-services.
 # Idempotent: an image whose inputs did not change is skipped. Checks free space first.
 #
 # Usage: scripts/build_images.sh [--rebuild] [kafka|redis|services ...]    (--help for more)

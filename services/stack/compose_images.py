@@ -1,9 +1,11 @@
 """The compose stack's images (``compose.yaml``), built on this machine with no image registry.
 
-Owns: what goes into ``ise-kafka``, ``ise-redis`` and ``ise-services`` and building them.  All
+Owns: what goes into ``ise-kafka``, ``ise-redis``, ``ise-prometheus`` and ``ise-services`` and
+building them.  All
 start FROM the workspace image (Debian bookworm from debootstrap, ``workspace_image.py``): Kafka
 gets Debian's Java 17 and the very jars and ``server.properties`` template the embedded broker
-uses (``kafka_broker.py``); Redis is Debian's ``redis-server``; ``ise-services-runtime`` gets
+uses (``kafka_broker.py``); Redis is Debian's ``redis-server``; Prometheus is Debian's, with
+``deploy/prometheus/prometheus.yml`` (every service's replicas through compose's DNS); ``ise-services-runtime`` gets
 Debian's Python 3.11, the run-time closure of this venv's distributions (``venv_closure.py``: no
 dev tools, no triton, no local LLM) hard-linked into the build context, and the embedding
 models; ``ise-services`` adds ``services/`` on top of it, so a code change rebuilds in seconds.
@@ -111,6 +113,10 @@ def _stage_kafka(ctx: Path) -> None:
     _link_or_copy(REPO_ROOT / "services" / "stack" / "kafka_probe.py", ctx / "kafka_probe.py")
 
 
+def _stage_prometheus(ctx: Path) -> None:
+    _link_or_copy(DEPLOY / "prometheus" / "prometheus.yml", ctx / "prometheus.yml")
+
+
 def _stage_runtime(ctx: Path) -> None:
     from services.dedup.model_assets import MPNET, resolve_model  # imports torch's neighbours: only here
 
@@ -130,6 +136,9 @@ def _stage_services(ctx: Path) -> None:
 IMAGES: dict[str, ImageSpec] = {
     "kafka": ImageSpec("kafka", "ise-kafka:latest", DEPLOY / "kafka" / "Dockerfile", _stage_kafka, True),
     "redis": ImageSpec("redis", "ise-redis:latest", DEPLOY / "redis" / "Dockerfile", lambda _ctx: None, True),
+    "prometheus": ImageSpec(
+        "prometheus", "ise-prometheus:latest", DEPLOY / "prometheus" / "Dockerfile", _stage_prometheus, True
+    ),
     # the gigabytes that change only with the venv, then the code on top: a code change rebuilds in seconds
     "runtime": ImageSpec(
         "runtime", "ise-services-runtime:latest", DEPLOY / "services" / "runtime.Dockerfile", _stage_runtime, False

@@ -1,13 +1,16 @@
 """`docker compose up` as a user runs it: Kafka, Redis, the services and the scripted LLM from
 compose.yaml on the locally built images, three executor replicas, a job of 12 intents, one
 executor container killed in the middle of an agent turn, and then exactly one record per accepted
-intent in the mounted out dir (the fault suite's dataset check).  Also: compose refuses to start
+intent in the mounted out dir (the fault suite's dataset check), and compose's Prometheus having
+scraped every live replica and the counts the dataset agrees with.  Also: compose refuses to start
 without the executor's gRPC token, and so does the executor itself."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -46,6 +49,14 @@ def _workspaces_in_use(container_id: str) -> int:
     return 0
 
 
+def _query(port: int, promql: str) -> float:
+    """One instant PromQL query against compose's Prometheus; 0 when it has no sample yet."""
+    url = f"http://127.0.0.1:{port}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        result = json.loads(reply.read())["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 def _state(container_id: str) -> dict[str, Any]:
     client = docker.from_env()
     try:
@@ -81,6 +92,20 @@ async def test_a_killed_executor_replica_loses_no_record(project: ComposeProject
     assert {r["metadata"]["verdict"] for r in records} == {"success"}, progress
     killed = _state(victim)  # `docker kill` is a stop by hand: restart: unless-stopped leaves it down
     assert (killed["Status"], killed["ExitCode"]) == ("exited", 137), killed
+
+    # compose's Prometheus found every replica through DNS and scraped what the run did
+    prometheus = project.host_port("prometheus", 9090)
+    written = await wait_until(
+        lambda: asyncio.to_thread(_query, prometheus, "sum(ise_records_written_total)"),
+        lambda value: value == len(records),
+        60,
+        what="Prometheus to scrape the records written",
+    )
+    assert written == len(records)
+    accepted = await asyncio.to_thread(_query, prometheus, 'sum(ise_gate_decisions_total{decision="accepted"})')
+    assert accepted == int(progress["accepted"])
+    assert await asyncio.to_thread(_query, prometheus, 'count(up{service="executor"} == 1)') == EXECUTORS - 1
+    assert await asyncio.to_thread(_query, prometheus, 'sum(ise_tool_calls_total{service="executor"})') > 0
 
 
 def test_no_token_no_public_executor(project: ComposeProject) -> None:

@@ -25,7 +25,7 @@ def _env_file(path: Path) -> dict[str, str]:
 
 def test_every_service_runs_a_locally_built_image_and_never_pulls() -> None:
     built = {spec.tag for spec in IMAGES.values()}
-    assert set(SERVICES) == {"kafka", "redis", "intent", "dedup", "simulator", "executor", "llm"}
+    assert set(SERVICES) == {"kafka", "redis", "intent", "dedup", "simulator", "executor", "llm", "prometheus"}
     for name, service in SERVICES.items():
         assert service["image"] in built, (
             f"{name} runs {service['image']}, which scripts/build_images.sh does not build"
@@ -53,8 +53,18 @@ def test_the_services_are_the_pipeline_and_the_intent_job_is_a_one_shot() -> Non
     assert intent["command"] == ["job", "intent"]
     assert intent["restart"] == "no" and intent["profiles"] == ["job"], "`up` must not start a run by itself"
     assert {"ISE_RUN_ID", "ISE_INTENT_COUNT"} <= set(intent["environment"])
-    for name in ("kafka", "redis", "llm"):
+    for name in ("kafka", "redis", "llm", "prometheus"):
         assert SERVICES[name]["healthcheck"]["test"][0] == "CMD", name
+
+
+def test_prometheus_scrapes_every_service_on_its_metrics_port() -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (dns,) = config["scrape_configs"][0]["dns_sd_configs"]
+    assert set(dns["names"]) == {"dedup", "simulator", "executor"}
+    for name in dns["names"]:
+        env = SERVICES[name]["environment"]
+        assert (env["ISE_METRICS_PORT"], env["ISE_METRICS_HOST"]) == (str(dns["port"]), "0.0.0.0"), name
+    assert all(p.startswith("127.0.0.1:") for p in SERVICES["prometheus"]["ports"])
 
 
 def test_the_executor_scales_and_its_public_grpc_needs_a_token() -> None:
