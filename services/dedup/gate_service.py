@@ -36,6 +36,7 @@ from services.dedup.vendi import VendiByCell
 log = logging.getLogger(__name__)
 REBUILD_BATCH = 256
 REPORT_DELAY_S = 1.0
+REPORT_CPU_SHARE = 0.1  # a report waits 1/share times its own duration: at most ~10% of a core
 
 
 class GateService:
@@ -55,6 +56,7 @@ class GateService:
         self.gains: dict[str, CellGains] = {}  # per run: each domain x complexity cell's marginal Vendi gain
         self._reports: dict[str, asyncio.Task[None]] = {}
         self._stale: set[str] = set()
+        self._report_s: dict[str, float] = {}  # per run: how long its last report took
 
     async def start(self) -> None:
         """Load the model (in a worker thread) and rebuild the pools from ``ise.tasks``."""
@@ -91,7 +93,7 @@ class GateService:
 
     async def _report_soon(self, run_id: str) -> None:
         while run_id in self._stale:  # accepts that land while a report is computed trigger another
-            await asyncio.sleep(REPORT_DELAY_S)
+            await asyncio.sleep(max(REPORT_DELAY_S, self._report_s.get(run_id, 0.0) / REPORT_CPU_SHARE))
             self._stale.discard(run_id)
             try:
                 await self.diversity_report(run_id)
@@ -101,12 +103,16 @@ class GateService:
                 await asyncio.sleep(REPORT_DELAY_S * 4)
 
     async def diversity_report(self, run_id: str) -> dict[str, object] | None:
-        """Exact Vendi (q=1, 2, inf) of the run's accepted pool, overall and per cell (d x d eigen,
-        in a worker thread), saved in Redis for ``ise run`` and other readers."""
+        """Exact Vendi (q=1, 2, inf) of the run's accepted pool, overall and per cell (in a worker
+        thread; cells unchanged since the last report are not recomputed), saved in Redis for
+        ``ise run`` and other readers. Reports are coalesced: at most one a second, and spaced so
+        that they take at most a tenth of a core however large the pool grows."""
         cells = self.diversity.get(run_id)
         if cells is None:
             return None
-        report = await asyncio.to_thread(cells.report)
+        started = time.monotonic()
+        report = await asyncio.to_thread(cells.report)  # only cells changed since the last report
+        self._report_s[run_id] = time.monotonic() - started
         vendi = (report.get("overall") or {}).get("q1")  # the paper's Vendi: cosine kernel, q=1
         if isinstance(vendi, int | float):
             INTENT_VENDI.labels(run_id).set(vendi)

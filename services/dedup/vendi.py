@@ -1,4 +1,4 @@
-"""The Vendi Score with the cosine kernel, computed exactly through the d×d second-moment matrix.
+"""The Vendi Score with the cosine kernel, computed exactly from a min(n, d)-sized matrix.
 
 For n items with embeddings x_1..x_n the Vendi Score of order q is ``exp(H_q(λ))``, where λ are
 the eigenvalues of K/n, K = XXᵀ is the n×n cosine-similarity kernel, and H_q is the Rényi
@@ -7,11 +7,12 @@ identical items score 1, n mutually orthogonal items score n.
 
 When the rows of X have unit norm, K/n = XXᵀ/n and C = XᵀX/n (d×d) share their nonzero
 eigenvalues (the singular values of X/√n, squared), and both have trace 1. So the score is
-computed from the d×d matrix in float64: memory and eigendecomposition cost O(d²) and O(d³),
-independent of n, and the only O(n) work is accumulating S = Σ x xᵀ. That sum makes the score
-incremental: :class:`VendiAccumulator` keeps S and n, ``add`` more rows at any time, ``merge``
-two pools, and get exactly what the batch computation over all rows would give (up to float
-rounding in the order of summation).
+computed from whichever is smaller, in float64: for a large pool memory and eigendecomposition
+cost O(d²) and O(d³), independent of n, and the only O(n) work is accumulating S = Σ x xᵀ; a
+pool of n <= d rows (a small cell, the start of a run) keeps its rows and pays O(n³). Both forms
+are incremental: :class:`VendiAccumulator` takes more rows at any time, ``merge``s two pools, and
+gives exactly what the batch computation over all rows would give (up to float rounding in the
+order of summation).
 
 Conventions, chosen here and relied on by the callers:
 
@@ -99,14 +100,35 @@ def vendi_from_eigenvalues(eigenvalues: Any, q: Order = 1) -> float:
 
 
 class VendiAccumulator:
-    """Running S = Σ x xᵀ (float64, d×d) and n over unit-normalised rows; scores on demand."""
+    """The rows added so far, as few numbers as exactness allows; scores on demand.
+
+    While ``n <= dim`` the unit rows themselves are kept and the spectrum comes from the n×n Gram
+    matrix ``XXᵀ/n``: its eigendecomposition costs n³ rather than d³, and the rows take no more
+    memory than the d×d matrix would. The row that takes ``n`` past ``dim`` folds them into
+    S = Σ x xᵀ (d×d, float64) and they are dropped. The spectrum is cached until the next ``add``
+    or ``merge``, so scoring an unchanged accumulator again is free.
+    """
 
     def __init__(self, dim: int) -> None:
         if int(dim) < 1:
             raise ValueError(f"dim must be >= 1, not {dim}")
         self.dim = int(dim)
         self.n = 0
-        self.second_moment = np.zeros((self.dim, self.dim), dtype=np.float64)
+        self._rows: np.ndarray | None = np.empty((0, self.dim), dtype=np.float64)  # capacity >= n
+        self._moment: np.ndarray | None = None
+        self._spectrum: np.ndarray | None = None
+
+    @property
+    def second_moment(self) -> np.ndarray:
+        """S = Σ x xᵀ over the unit rows added so far (d×d, float64)."""
+        if self._moment is not None:
+            return self._moment
+        rows = self._kept_rows()
+        return rows.T @ rows
+
+    def _kept_rows(self) -> np.ndarray:
+        assert self._rows is not None
+        return self._rows[: self.n]
 
     def add(self, rows: Any) -> VendiAccumulator:
         """Add the rows of an (m, dim) array (normalised here); returns ``self``."""
@@ -119,32 +141,61 @@ class VendiAccumulator:
 
     def _add_unit(self, unit: np.ndarray) -> None:
         """Add rows already normalised to unit norm in float64 (for callers that did it once)."""
-        if unit.shape[0]:
-            self.second_moment += unit.T @ unit
-            self.n += unit.shape[0]
+        m = unit.shape[0]
+        if not m:
+            return
+        self._spectrum = None
+        if self._rows is not None and self.n + m <= self.dim:
+            if self.n + m > self._rows.shape[0]:  # grow by doubling, never past dim rows
+                grown = np.empty((min(self.dim, max(2 * (self.n + m), 16)), self.dim), dtype=np.float64)
+                grown[: self.n] = self._rows[: self.n]
+                self._rows = grown
+            self._rows[self.n : self.n + m] = unit
+        else:
+            self._fold_rows()
+            assert self._moment is not None
+            self._moment += unit.T @ unit
+        self.n += m
+
+    def _fold_rows(self) -> None:
+        """Switch to the d×d form: S from the kept rows, which are dropped."""
+        if self._moment is None:
+            self._moment = self.second_moment.copy()
+            self._rows = None
 
     def merge(self, other: VendiAccumulator) -> VendiAccumulator:
         """Fold ``other``'s rows into this accumulator (as if they had been added here)."""
         if other.dim != self.dim:
             raise ValueError(f"cannot merge a dim-{other.dim} accumulator into a dim-{self.dim} one")
-        self.second_moment += other.second_moment
+        if other._moment is None:
+            self._add_unit(other._kept_rows())
+            return self
+        self._fold_rows()
+        assert self._moment is not None
+        self._moment += other._moment
         self.n += other.n
+        self._spectrum = None
         return self
 
     def copy(self) -> VendiAccumulator:
         twin = VendiAccumulator(self.dim)
-        twin.second_moment[...] = self.second_moment
-        twin.n = self.n
+        twin.merge(self)
         return twin
 
     def eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of XᵀX/n, ascending, noise set to 0, scaled to sum 1 (those of K/n)."""
+        """Eigenvalues of K/n, ascending, noise set to 0, scaled to sum 1 (cached until the next add)."""
         if self.n == 0:
             raise ValueError("the Vendi Score of an empty set is undefined: add at least one row first")
-        c = self.second_moment / self.n
-        lam = np.linalg.eigvalsh((c + c.T) / 2)
-        lam = np.where(lam > lam.max() * lam.size * _EPS, lam, 0.0)
-        return lam / lam.sum()
+        if self._spectrum is None:
+            if self._moment is None:
+                rows = self._kept_rows()
+                c = rows @ rows.T / self.n  # n×n: the same nonzero eigenvalues as XᵀX/n
+            else:
+                c = self._moment / self.n
+            lam = np.linalg.eigvalsh((c + c.T) / 2)
+            lam = np.where(lam > lam.max() * lam.size * _EPS, lam, 0.0)
+            self._spectrum = lam / lam.sum()
+        return self._spectrum.copy()
 
     def score(self, q: Order = 1) -> float:
         """The Vendi Score of order ``q`` of every row added so far."""

@@ -103,6 +103,28 @@ def test_score_at_any_time_and_merge() -> None:
         merged.merge(VendiAccumulator(31))
 
 
+def test_small_pools_keep_rows_and_cross_over_to_the_d_by_d_form() -> None:
+    """Below dim rows the n×n Gram form is used; the row that passes dim switches to S. Every
+    step, cached or not, and every merge or copy across the two forms gives the batch score."""
+    d = 12
+    x = unit_rows(40, d, seed=13, clusters=3)
+    acc = VendiAccumulator(d)
+    for i in range(len(x)):
+        acc.add(x[i : i + 1])
+        assert acc.score() == pytest.approx(vendi_score(x[: i + 1]), rel=REL)
+        assert acc.score() == pytest.approx(vendi_score(x[: i + 1]), rel=REL)  # cached
+    np.testing.assert_allclose(acc.second_moment, x.T @ x, atol=1e-12)
+    small = VendiAccumulator(d).add(x[:5])
+    twin = small.copy()
+    twin.add(x[5:9])
+    assert small.n == 5 and small.score(2) == pytest.approx(vendi_score(x[:5], q=2), rel=REL)
+    big = VendiAccumulator(d).add(x[5:30])
+    assert big.copy().merge(small).score() == pytest.approx(vendi_score(x[:30]), rel=REL)
+    assert small.copy().merge(big).score() == pytest.approx(vendi_score(x[:30]), rel=REL)
+    assert small.copy().merge(twin).n == 14  # two row-form pools still within dim
+    assert small.merge(VendiAccumulator(d).add(x[5:10])).score() == pytest.approx(vendi_score(x[:10]), rel=REL)
+
+
 def test_duplicates_score_one_and_orthogonal_rows_score_n() -> None:
     row = unit_rows(1, 64, seed=2)
     dupes = np.repeat(row, 500, axis=0) * 3.0  # also not unit norm
