@@ -131,6 +131,13 @@ async def plan_regeneration(
             f"intent id(s) {', '.join(unknown)} are not accepted tasks of run {source} "
             f"(it has {len(accepted)}; `ise intents export --run-id {source} --out FILE` lists them)"
         )
+    spanned = {d.id for t in accepted for d in t.intent.domains}
+    absent = sorted(set(filters.domains) - spanned)
+    if absent:
+        raise ConfigError(
+            f"domain(s) {', '.join(absent)} are in none of run {source}'s {len(accepted)} accepted task(s); "
+            f"its domains: {', '.join(sorted(spanned)) or 'none'}"
+        )
     stamp = Stamp(f"replay@{socket.gethostname()}:{os.getpid()}")
     chosen = []
     for task in accepted:

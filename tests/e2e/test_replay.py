@@ -4,7 +4,8 @@ A 3-intent run goes through the pipeline; then its dataset is rebuilt from
 ``ise.trajectories.finished`` after the run folder is deleted (the same record lines, byte for
 byte; a second rebuild writes nothing), rescored from the log (the run's own statistics and a
 Vendi Score of its accepted intents), and regenerated into a new run with the scripted LLM (the
-same intents, one record per accepted task; a second regenerate does nothing). Bad input fails
+same intents, one record per accepted task; a second regenerate does nothing), and its domain,
+complexity and verdict filters pick exactly their tasks from the log. Bad input fails
 with exit status 2 and the runs that do exist, never a traceback.
 """
 
@@ -129,6 +130,36 @@ def test_replay_rebuild_rescore_regenerate(
     assert main(["replay", "--regenerate", run_id, "--out", str(out_dir)]) == 0
     assert f"every record of run {new_run} is already written" in capsys.readouterr().out
     assert _files(regen.run_dir) == made
+
+    # the filters, read against the real log: each axis keeps exactly its tasks, axes combine
+    def planned(**axes: list[str]) -> set[str]:
+        chosen = Filters(**{axis: tuple(values) for axis, values in axes.items()})
+        found = asyncio.run(plan_regeneration(kafka_settings, run_id, None, chosen, out_dir))
+        assert found.new_run == derived_run_id(run_id, chosen) != new_run
+        return {t.intent.intent_id for t in found.tasks}
+
+    by_id = {t.intent.intent_id: t.intent for t in plan.tasks}
+    first = by_id[sorted(by_id)[0]]
+    domain, level = first.domains[0].id, first.complexity
+    in_domain = {i for i, intent in by_id.items() if domain in {d.id for d in intent.domains}}
+    at_level = {i for i, intent in by_id.items() if intent.complexity == level}
+    assert planned(domains=[domain]) == in_domain and planned(complexities=[level]) == at_level
+    assert planned(domains=[domain], complexities=[level]) == in_domain & at_level
+    verdict_of = {r["intent_id"]: r["metadata"]["verdict"] for r in map(json.loads, original)}
+    for verdict in ("success", "failed"):
+        assert planned(verdicts=[verdict]) == {i for i, v in verdict_of.items() if v == verdict}
+    assert planned(verdicts=["success", "failed"], domains=[domain]) == {
+        i for i in in_domain if verdict_of[i] in ("success", "failed")
+    }
+    assert main(["replay", "--regenerate", run_id, "--complexity", level, "--dry-run"]) == 0
+    assert (
+        f"{len(at_level)} of the {accepted} accepted task(s) (filters: complexity {level})" in capsys.readouterr().out
+    )
+    assert main(["replay", "--regenerate", run_id, "--domain", "no-such-domain", "--dry-run"]) == 2
+    assert (
+        f"its domains: {', '.join(sorted({d.id for i in by_id.values() for d in i.domains}))}"
+        in capsys.readouterr().err
+    )
 
     # the command itself runs the services: one intent (a filter), into a named run, the LLM from
     # the environment (the scripted server), on the running stack (no second local web)
