@@ -6,13 +6,16 @@ LLM answering every call after ``--delay`` seconds, ``ISE_EXEC_CONCURRENCY`` per
 simulator of the matching total concurrency (N x per replica). Reported: trajectories per hour
 from the intent job's start to the last verdict, its ratio to ideal linear scaling (N x the
 1-replica rate), the milestones of the run (first intent accepted, first and last verdict), and
-per process CPU seconds and peak RSS (``/proc``), plus the machine's busy share.
+per process CPU seconds and peak RSS (``/proc``), plus the machine's busy share and its busy CPU
+seconds per trajectory, with the ceiling they imply (all CPUs x 3600 / CPU seconds per trajectory:
+the rate at which a CPU-bound machine can go no faster, whatever the replicas).
 
 Baseline, same process, same LLM server and delay, same real Docker workspaces (a warm pool, as
 the executor has): the tasks the pipeline accepted, as single-process asyncio episodes at the
 same concurrency (N x per replica episodes at once): the simulator's ``TurnLogic`` and
 ``UserModel``, the executor's ``TurnLogic`` and ``run_turn``, the same Inspect of the workspace
-after each agent turn, with no Kafka, Redis or process hop.
+after each agent turn, with no Kafka, Redis or process hop. Its machine-wide CPU seconds per
+trajectory are measured the same way (the loop and dockerd; no gate, so no embedding model).
 
     .venv/bin/python bench/bench_scale.py                  # 1, 2, 4, 8 replicas; >= ~60 s each
     .venv/bin/python bench/bench_scale.py --quick          # smoke: 1 and 2 replicas, ~15 s each
@@ -89,6 +92,8 @@ class Level:
     episode_s: list[float] = field(default_factory=list)
     baseline_s: float = 0.0
     baseline_done: int = 0
+    busy_cpu_s: float = 0.0  # the whole machine's busy CPU seconds over the level (services start -> stop)
+    baseline_cpu_s: float = 0.0  # the same over the baseline's run
 
     @property
     def rate(self) -> float:
@@ -103,6 +108,19 @@ class Level:
     @property
     def baseline_rate(self) -> float:
         return self.baseline_done / self.baseline_s * 3600 if self.baseline_s else 0.0
+
+    @property
+    def cpu_per_trajectory(self) -> float:
+        return self.busy_cpu_s / self.trajectories if self.trajectories else math.nan
+
+    @property
+    def baseline_cpu_per_trajectory(self) -> float:
+        return self.baseline_cpu_s / self.baseline_done if self.baseline_done else math.nan
+
+
+def ceiling(cpu_per_trajectory: float) -> float:
+    """Trajectories per hour if every CPU of the machine did nothing else (CPU-bound ceiling)."""
+    return (os.cpu_count() or 1) * 3600 / cpu_per_trajectory if cpu_per_trajectory > 0 else math.nan
 
 
 def llm_env(base_url: str) -> dict[str, str]:
@@ -187,6 +205,7 @@ async def system_level(
         level.total_s = time.monotonic() - called
         busy1, total1 = machine_busy()
         level.busy_share = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
+        level.busy_cpu_s = busy1 - busy0
         records = [json.loads(line) for f in result.run_dir.glob("trajectories-*.jsonl") for line in f.open()]
     level.trajectories = len(records)
     level.episode_s = [r["metadata"]["timings"]["duration_ms"] / 1000 for r in records]
@@ -299,6 +318,10 @@ def report(levels: list[Level], args: argparse.Namespace) -> None:
             f"{linear:>8.0%} {lv.steady_rate:>8.0f} {lv.baseline_rate:>11.0f} {ratio:>8.2f} {p50:>8.1f} {lv.busy_share:>5.0%} "
             f"{lv.startup_s:>9.1f}"
         )
+    print(f"\n{'N':>2} {'CPU s/traj':>10} {'CPU ceiling/h':>13} {'base CPU s/traj':>15} {'base ceiling/h':>14}")
+    for lv in levels:
+        mine, base = lv.cpu_per_trajectory, lv.baseline_cpu_per_trajectory
+        print(f"{lv.replicas:>2} {mine:>10.1f} {ceiling(mine):>13.0f} {base:>15.1f} {ceiling(base):>14.0f}")
     for lv in levels:
         marks = ", ".join(f"first {k} {v:.1f} s" for k, v in lv.milestones.items())
         print(f"\nN={lv.replicas}: {marks}, last verdict {lv.run_s:.1f} s (from the intent job's start)")
@@ -320,7 +343,9 @@ async def main(args: argparse.Namespace) -> None:
                 level = Level(replicas, concurrency, intents)
                 tasks = await system_level(level, endpoints, llm.base_url, args)
                 if not args.no_baseline:
+                    busy0, _ = machine_busy()
                     level.baseline_s = await baseline.run(tasks, concurrency)
+                    level.baseline_cpu_s = machine_busy()[0] - busy0
                     level.baseline_done = len(tasks)
                 levels.append(level)
                 report(levels[-1:], args)
