@@ -12,6 +12,8 @@ import asyncio
 import json
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -53,6 +55,8 @@ class GateService:
         self._cache: VectorCache | None = None
         self._lock = asyncio.Lock()  # check-then-add must not interleave
         self.diversity: dict[str, VendiByCell] = {}  # per run, over the accepted pool (XᵀX is a sum)
+        # the only thread that touches self.diversity's accumulators: adds and reports never overlap
+        self._vendi = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vendi")
         self.gains: dict[str, CellGains] = {}  # per run: each domain x complexity cell's marginal Vendi gain
         self._reports: dict[str, asyncio.Task[None]] = {}
         self._stale: set[str] = set()
@@ -75,6 +79,7 @@ class GateService:
             await self._batcher.close()
         if self._embedder is not None:
             await asyncio.to_thread(self._embedder.close)
+        await asyncio.to_thread(self._vendi.shutdown, wait=True)
 
     def _pool(self, run_id: str) -> IntentGate:
         if run_id not in self.pools:
@@ -86,7 +91,8 @@ class GateService:
         cells = self.diversity.setdefault(run_id, VendiByCell(self._dim()))
         domains = [d.id for d in intent.domains]
         cell = [cell_label(d, intent.complexity) for d in domains]
-        cells.add(vector[None, :], [{"domain": domains, "complexity": intent.complexity, CELL_GROUP: cell}])
+        labels = [{"domain": domains, "complexity": intent.complexity, CELL_GROUP: cell}]
+        self._vendi.submit(cells.add, vector[None, :], labels).add_done_callback(_log_failure)
         self._stale.add(run_id)
         if run_id not in self._reports or self._reports[run_id].done():  # coalesce: one report per second
             self._reports[run_id] = asyncio.create_task(self._report_soon(run_id))
@@ -111,7 +117,8 @@ class GateService:
         if cells is None:
             return None
         started = time.monotonic()
-        report = await asyncio.to_thread(cells.report)  # only cells changed since the last report
+        loop = asyncio.get_running_loop()
+        report = await loop.run_in_executor(self._vendi, cells.report)  # only cells changed since the last one
         self._report_s[run_id] = time.monotonic() - started
         vendi = (report.get("overall") or {}).get("q1")  # the paper's Vendi: cosine kernel, q=1
         if isinstance(vendi, int | float):
@@ -214,3 +221,8 @@ class GateService:
             )
         await self.store.put_model(key, saved)
         return saved
+
+
+def _log_failure(done: Future[Any]) -> None:
+    if (exc := done.exception()) is not None:
+        log.error("intent not added to the run's diversity report: %s: %s", type(exc).__name__, exc)
